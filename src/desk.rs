@@ -1,0 +1,941 @@
+//! The desk: every operation of the API, carried out against the store and
+//! the hub with the domain's rules.
+//!
+//! Concurrency: one `std::sync::Mutex` over the routing state (experts,
+//! who is online, tickets waiting for an owner) serialises decisions that
+//! read and change it, so a ticket can never get two owners nor an expert
+//! more tickets than their capacity. It is held only while deciding and
+//! applying a commit (microseconds), never across an await: durability is
+//! awaited after it is released, so one flush covers many writers. Every
+//! ownership change is also a compare-and-swap on the stored version, which
+//! is what will keep the single-owner rule across nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::lifecycle::{self, Author, Move};
+use crate::domain::routing::{self, PendingQueue, PendingTicket};
+use crate::domain::{
+    check_short_text, check_skill_list, check_text, ContactChannel, DeskError, EventKind, Expert,
+    ExpertId, Presence, Priority, Skill, SkillRequirement, Tag, Ticket, TicketEvent, TicketHeader,
+    TicketId, TicketKind, TicketState, TicketStatus, Viewer, Visibility, DEFAULT_CAPACITY,
+    MAX_BODY_BYTES, MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES, MAX_TITLE_CHARS,
+};
+use crate::hub::{Filter, Hub, Start, Subscription};
+use crate::store::{Commit, Lsn, NewEvent, Receipt, Store, StoreError};
+
+/// Most tickets one ListTickets call examines, so a rare filter over a big
+/// store answers with a short page and a token instead of scanning it all.
+const LIST_SCAN_LIMIT: usize = 10_000;
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 500;
+
+impl From<StoreError> for DeskError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => DeskError::Conflict(what),
+            other => DeskError::Storage(other.to_string()),
+        }
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A ticket as CreateTicket asks for it, already parsed into domain types.
+#[derive(Clone, Debug)]
+pub struct NewTicket {
+    pub title: String,
+    pub description: String,
+    pub requester: String,
+    pub channel: ContactChannel,
+    pub kind: TicketKind,
+    pub priority: Priority,
+    pub skills: Vec<SkillRequirement>,
+    pub request_id: Option<String>,
+}
+
+impl NewTicket {
+    fn validate(&self) -> Result<(), DeskError> {
+        let title_chars = self.title.chars().count();
+        if self.title.trim().is_empty() {
+            return Err(DeskError::invalid("title", "a title is required"));
+        }
+        if title_chars > MAX_TITLE_CHARS {
+            return Err(DeskError::invalid(
+                "title",
+                format!("{title_chars} characters is over the limit of {MAX_TITLE_CHARS}"),
+            ));
+        }
+        check_text("description", &self.description, MAX_BODY_BYTES)?;
+        if self.requester.trim().is_empty() {
+            return Err(DeskError::invalid("requester", "a requester is required"));
+        }
+        check_short_text("requester", &self.requester)?;
+        check_skill_list("skills", self.skills.iter().map(|s| &s.tag))?;
+        if let Some(id) = &self.request_id {
+            check_short_text("request_id", id)?;
+        }
+        Ok(())
+    }
+}
+
+/// An expert as RegisterExpert gives it.
+#[derive(Clone, Debug)]
+pub struct ExpertProfile {
+    pub id: ExpertId,
+    pub display_name: String,
+    pub skills: Vec<Skill>,
+    /// 0 means [`DEFAULT_CAPACITY`].
+    pub capacity: u32,
+}
+
+/// An expert with what only the running server knows.
+#[derive(Clone, Debug)]
+pub struct ExpertView {
+    pub expert: Expert,
+    pub online: bool,
+}
+
+/// Filters of ListTickets.
+#[derive(Clone, Debug, Default)]
+pub struct TicketQuery {
+    pub status: Option<TicketStatus>,
+    pub owner: Option<ExpertId>,
+    pub tag: Option<Tag>,
+    pub page_size: usize,
+    /// The first ticket id to examine.
+    pub from: Option<TicketId>,
+}
+
+/// One page of ListTickets; `next` is where the following page starts.
+#[derive(Clone, Debug)]
+pub struct TicketPage {
+    pub tickets: Vec<Ticket>,
+    pub next: Option<TicketId>,
+}
+
+/// What routing needs, guarded by the desk's lock.
+#[derive(Debug, Default)]
+struct RoutingState {
+    experts: BTreeMap<ExpertId, Expert>,
+    /// Open Subscribe streams per expert; online means at least one.
+    online: HashMap<ExpertId, u32>,
+    pending: PendingQueue,
+    /// Stamped on an expert when they become an owner: fairness by wait.
+    assignment_seq: u64,
+}
+
+impl RoutingState {
+    fn is_online(&self, id: &ExpertId) -> bool {
+        self.online.get(id).is_some_and(|n| *n > 0)
+    }
+
+    fn expert(&self, id: &ExpertId) -> Result<&Expert, DeskError> {
+        self.experts
+            .get(id)
+            .ok_or_else(|| DeskError::ExpertNotFound(id.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    hub: Hub,
+    routing: Mutex<RoutingState>,
+    shutdown: CancellationToken,
+}
+
+/// The swarmdesk service. Cheap to clone; every clone is the same desk.
+#[derive(Clone, Debug)]
+pub struct Desk {
+    inner: Arc<Inner>,
+}
+
+/// Writes one operation made, to wait for before answering.
+#[derive(Debug, Default)]
+struct Written {
+    lsn: Lsn,
+    /// Experts whose load went down: routing may give them waiting tickets.
+    freed: Vec<ExpertId>,
+}
+
+impl Written {
+    fn add(&mut self, other: Written) {
+        self.lsn = self.lsn.max(other.lsn);
+        self.freed.extend(other.freed);
+    }
+}
+
+impl Desk {
+    /// Loads the routing state (every expert, the tickets waiting for an
+    /// owner: not every ticket ever) from an open store.
+    pub fn open(store: Arc<dyn Store>, hub: Hub) -> Result<Self, DeskError> {
+        let mut state = RoutingState::default();
+        for expert in store.experts()? {
+            state.assignment_seq = state.assignment_seq.max(expert.last_assigned_seq);
+            state.experts.insert(expert.id.clone(), expert);
+        }
+        for ticket in store.unowned_tickets()? {
+            state.pending.insert(
+                ticket.id(),
+                ticket.header.priority,
+                PendingTicket {
+                    skills: ticket.header.skills.clone(),
+                    declined: ticket.state.declined.clone(),
+                },
+            );
+        }
+        tracing::info!(
+            experts = state.experts.len(),
+            waiting_tickets = state.pending.len(),
+            last_position = store.last_position(),
+            "desk loaded"
+        );
+        hub.start_at(store.last_position());
+        Ok(Desk {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                routing: Mutex::new(state),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Ends every open stream (with its last position) and refuses new work.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoutingState> {
+        // Every change under this lock is applied to the store before the
+        // cached state; a panic can at worst leave the cache one write
+        // behind the store, never ahead of it.
+        self.inner
+            .routing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check_running(&self) -> Result<(), DeskError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(DeskError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    async fn durable(&self, lsn: Lsn) -> Result<(), DeskError> {
+        if lsn > 0 {
+            self.inner.store.wait_durable(lsn).await?;
+        }
+        Ok(())
+    }
+
+    fn load_ticket(&self, id: TicketId) -> Result<Ticket, DeskError> {
+        self.inner
+            .store
+            .ticket(id)?
+            .ok_or(DeskError::TicketNotFound(id))
+    }
+
+    /// Stores `moves` of `ticket` as one commit, with the experts whose
+    /// load or fairness stamp they change, and brings the cache along.
+    fn commit_moves(
+        &self,
+        state: &mut RoutingState,
+        ticket: &Ticket,
+        header: Option<Arc<TicketHeader>>,
+        moves: Vec<Move>,
+        actor: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<(Receipt, Written), DeskError> {
+        let before = &ticket.state;
+        let after = moves
+            .last()
+            .map(|m| m.state.clone())
+            .ok_or_else(|| DeskError::Storage("a change with no event".into()))?;
+        let mut experts: Vec<Expert> = Vec::new();
+        let mut freed = Vec::new();
+        for (id, delta) in lifecycle::ownership_delta(before, &after) {
+            let mut expert = state.expert(&id)?.clone();
+            expert.owned_open = expert.owned_open.saturating_add_signed(delta);
+            if delta < 0 {
+                freed.push(id.clone());
+            }
+            if delta > 0 && before.owner.as_ref() != Some(&id) {
+                state.assignment_seq += 1;
+                expert.last_assigned_seq = state.assignment_seq;
+            }
+            expert.version += 1;
+            experts.push(expert);
+        }
+        let at = now_micros();
+        let commit = Commit {
+            ticket: ticket.id(),
+            header,
+            expected_version: before.version,
+            events: moves
+                .into_iter()
+                .map(|m| NewEvent {
+                    at,
+                    actor: actor.to_owned(),
+                    kind: m.kind,
+                    state: m.state,
+                })
+                .collect(),
+            experts: experts.clone(),
+            idempotency_key,
+        };
+        let receipt = self.inner.store.commit(commit)?;
+        for expert in experts {
+            state.experts.insert(expert.id.clone(), expert);
+        }
+        if after.status == TicketStatus::Open {
+            state.pending.insert(
+                ticket.id(),
+                ticket.header.priority,
+                PendingTicket {
+                    skills: ticket.header.skills.clone(),
+                    declined: after.declined.clone(),
+                },
+            );
+        } else {
+            state.pending.remove(ticket.id());
+        }
+        let written = Written {
+            lsn: receipt.lsn,
+            freed,
+        };
+        Ok((receipt, written))
+    }
+
+    /// Gives waiting tickets to `expert` while they are eligible, highest
+    /// priority first, then oldest. Only this expert's eligibility changed,
+    /// so nobody else could have taken these tickets before.
+    fn route_waiting_to(
+        &self,
+        state: &mut RoutingState,
+        expert: &ExpertId,
+    ) -> Result<Written, DeskError> {
+        let mut written = Written::default();
+        loop {
+            let Some(candidate) = state.experts.get(expert) else {
+                return Ok(written);
+            };
+            if !state.is_online(expert) {
+                return Ok(written);
+            }
+            let Some(id) = state.pending.first_for(candidate) else {
+                return Ok(written);
+            };
+            let ticket = self.load_ticket(id)?;
+            let change = lifecycle::assign(&ticket, expert, now_micros())?;
+            let (receipt, w) =
+                self.commit_moves(state, &ticket, None, vec![change], "routing", None)?;
+            tracing::info!(ticket = %id, owner = %expert, position = receipt.events[0].position, "waiting ticket assigned");
+            written.add(w);
+        }
+    }
+
+    /// Routes one unowned ticket to the best eligible expert, if any.
+    fn route_ticket(
+        &self,
+        state: &mut RoutingState,
+        ticket: &Ticket,
+    ) -> Result<Written, DeskError> {
+        let owner = routing::choose_owner(
+            state.experts.values().map(|e| (e, state.is_online(&e.id))),
+            &ticket.header.skills,
+            &ticket.state.declined,
+        )
+        .map(|e| e.id.clone());
+        let Some(owner) = owner else {
+            return Ok(Written::default());
+        };
+        let change = lifecycle::assign(ticket, &owner, now_micros())?;
+        let (_, written) = self.commit_moves(state, ticket, None, vec![change], "routing", None)?;
+        Ok(written)
+    }
+
+    /// Runs routing for every expert whose load went down.
+    fn route_freed(
+        &self,
+        state: &mut RoutingState,
+        written: &mut Written,
+    ) -> Result<(), DeskError> {
+        while let Some(expert) = written.freed.pop() {
+            let more = self.route_waiting_to(state, &expert)?;
+            written.add(more);
+        }
+        Ok(())
+    }
+
+    // ---- tickets ----
+
+    /// Creates a ticket and routes it; `false` when `request_id` matched an
+    /// earlier create, whose ticket is returned as it is now.
+    pub async fn create_ticket(&self, new: NewTicket) -> Result<(Ticket, bool), DeskError> {
+        self.check_running()?;
+        new.validate()?;
+        let key = new.request_id.as_ref().map(|r| format!("create:{r}"));
+        let (ticket, lsn, created) = {
+            let mut state = self.lock();
+            if let Some(position) = self.known_request(key.as_deref())? {
+                let event = self.event_at(position)?;
+                (
+                    self.load_ticket(event.ticket_id())?,
+                    self.inner.store.written_lsn(),
+                    false,
+                )
+            } else {
+                let id = self.inner.store.allocate_ticket_id()?;
+                let now = now_micros();
+                let header = Arc::new(TicketHeader {
+                    id,
+                    title: new.title,
+                    description: new.description,
+                    requester: new.requester.clone(),
+                    channel: new.channel,
+                    kind: new.kind,
+                    priority: new.priority,
+                    skills: new.skills,
+                    created_at: now,
+                });
+                let owner = routing::choose_owner(
+                    state.experts.values().map(|e| (e, state.is_online(&e.id))),
+                    &header.skills,
+                    &[],
+                )
+                .map(|e| e.id.clone());
+                let blank = Ticket {
+                    header: header.clone(),
+                    state: TicketState {
+                        status: TicketStatus::Open,
+                        owner: None,
+                        members: vec![],
+                        help_tags: vec![],
+                        declined: vec![],
+                        updated_at: now,
+                        version: 0,
+                    },
+                };
+                let mut first = blank.state.clone();
+                first.version = 1;
+                if let Some(owner) = &owner {
+                    first.status = TicketStatus::Assigned;
+                    first.owner = Some(owner.clone());
+                }
+                let change = Move {
+                    state: first,
+                    kind: EventKind::Created,
+                };
+                let (receipt, written) = self.commit_moves(
+                    &mut state,
+                    &blank,
+                    Some(header),
+                    vec![change],
+                    &new.requester,
+                    key,
+                )?;
+                let event = &receipt.events[0];
+                tracing::info!(ticket = %id, owner = ?owner.as_ref().map(ExpertId::as_str), position = event.position, "ticket created");
+                (event.ticket.clone(), written.lsn, true)
+            }
+        };
+        self.durable(lsn).await?;
+        Ok((ticket, created))
+    }
+
+    fn known_request(&self, key: Option<&str>) -> Result<Option<u64>, DeskError> {
+        match key {
+            Some(k) => Ok(self.inner.store.idempotent(k)?),
+            None => Ok(None),
+        }
+    }
+
+    fn event_at(&self, position: u64) -> Result<Arc<TicketEvent>, DeskError> {
+        self.inner.store.event(position)?.ok_or_else(|| {
+            DeskError::Storage(format!("idempotency record names missing event {position}"))
+        })
+    }
+
+    pub fn get_ticket(&self, id: TicketId) -> Result<Ticket, DeskError> {
+        self.load_ticket(id)
+    }
+
+    pub fn list_tickets(&self, query: &TicketQuery) -> Result<TicketPage, DeskError> {
+        let page_size = match query.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut from = query.from.unwrap_or(TicketId(1));
+        let mut tickets = Vec::new();
+        let mut examined = 0;
+        loop {
+            let batch = self.inner.store.tickets_from(from, 256)?;
+            let Some(last) = batch.last() else {
+                return Ok(TicketPage {
+                    tickets,
+                    next: None,
+                });
+            };
+            from = TicketId(last.id().0 + 1);
+            for ticket in batch {
+                examined += 1;
+                let matches = query.status.is_none_or(|s| ticket.state.status == s)
+                    && query
+                        .owner
+                        .as_ref()
+                        .is_none_or(|o| ticket.state.owner.as_ref() == Some(o))
+                    && query
+                        .tag
+                        .as_ref()
+                        .is_none_or(|t| ticket.audience().any(|a| a == t));
+                if matches {
+                    tickets.push(ticket.clone());
+                }
+                if tickets.len() == page_size || examined >= LIST_SCAN_LIMIT {
+                    let next = TicketId(ticket.id().0 + 1);
+                    return Ok(TicketPage {
+                        tickets,
+                        next: Some(next),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Applies one move computed from the ticket as stored, under the lock,
+    /// then routes what it freed; waits for durability after unlocking.
+    async fn change_ticket<F>(
+        &self,
+        id: TicketId,
+        actor: &str,
+        idempotency_key: Option<String>,
+        decide: F,
+    ) -> Result<(Ticket, Vec<Arc<TicketEvent>>), DeskError>
+    where
+        F: FnOnce(&RoutingState, &Ticket) -> Result<Vec<Move>, DeskError>,
+    {
+        self.check_running()?;
+        let (ticket, events, lsn) = {
+            let mut state = self.lock();
+            if let Some(position) = self.known_request(idempotency_key.as_deref())? {
+                let event = self.event_at(position)?;
+                let ticket = self.load_ticket(id)?;
+                (ticket, vec![event], self.inner.store.written_lsn())
+            } else {
+                let ticket = self.load_ticket(id)?;
+                let moves = decide(&state, &ticket)?;
+                if moves.is_empty() {
+                    (ticket, vec![], 0)
+                } else {
+                    let (receipt, mut written) = self.commit_moves(
+                        &mut state,
+                        &ticket,
+                        None,
+                        moves,
+                        actor,
+                        idempotency_key,
+                    )?;
+                    let after = receipt
+                        .events
+                        .last()
+                        .map(|e| e.ticket.clone())
+                        .unwrap_or(ticket);
+                    // A ticket that became unowned goes to the next best expert.
+                    let mut after = after;
+                    if after.state.status == TicketStatus::Open {
+                        let routed = self.route_ticket(&mut state, &after)?;
+                        if routed.lsn > 0 {
+                            after = self.load_ticket(id)?;
+                        }
+                        written.add(routed);
+                    }
+                    self.route_freed(&mut state, &mut written)?;
+                    (after, receipt.events, written.lsn)
+                }
+            }
+        };
+        self.durable(lsn).await?;
+        Ok((ticket, events))
+    }
+
+    pub async fn claim(&self, id: TicketId, expert: &ExpertId) -> Result<Ticket, DeskError> {
+        let now = now_micros();
+        let (ticket, _) = self
+            .change_ticket(id, expert.as_str(), None, |state, ticket| {
+                let candidate = state.expert(expert)?;
+                Ok(vec![lifecycle::claim(ticket, candidate, now)?])
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    pub async fn transfer(
+        &self,
+        id: TicketId,
+        from: &ExpertId,
+        to: &ExpertId,
+    ) -> Result<Ticket, DeskError> {
+        let now = now_micros();
+        let (ticket, _) = self
+            .change_ticket(id, from.as_str(), None, |state, ticket| {
+                state.expert(from)?;
+                let target = state.expert(to)?;
+                Ok(vec![lifecycle::transfer(ticket, from, target, now)?])
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    pub async fn release(&self, id: TicketId, expert: &ExpertId) -> Result<Ticket, DeskError> {
+        let now = now_micros();
+        let (ticket, _) = self
+            .change_ticket(id, expert.as_str(), None, |state, ticket| {
+                state.expert(expert)?;
+                Ok(vec![lifecycle::release(ticket, expert, now)?])
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    pub async fn join(&self, id: TicketId, expert: &ExpertId) -> Result<Ticket, DeskError> {
+        let now = now_micros();
+        let (ticket, _) = self
+            .change_ticket(id, expert.as_str(), None, |state, ticket| {
+                state.expert(expert)?;
+                Ok(lifecycle::join(ticket, expert, now)?.into_iter().collect())
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    pub async fn leave(&self, id: TicketId, expert: &ExpertId) -> Result<Ticket, DeskError> {
+        let now = now_micros();
+        let (ticket, _) = self
+            .change_ticket(id, expert.as_str(), None, |state, ticket| {
+                state.expert(expert)?;
+                Ok(lifecycle::leave(ticket, expert, now)?.into_iter().collect())
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    pub async fn request_help(
+        &self,
+        id: TicketId,
+        expert: &ExpertId,
+        skills: Vec<SkillRequirement>,
+        note: String,
+    ) -> Result<Ticket, DeskError> {
+        check_skill_list("skills", skills.iter().map(|s| &s.tag))?;
+        check_text("note", &note, MAX_NOTE_BYTES)?;
+        let now = now_micros();
+        let (ticket, _) = self
+            .change_ticket(id, expert.as_str(), None, |state, ticket| {
+                state.expert(expert)?;
+                Ok(vec![lifecycle::request_help(
+                    ticket, expert, skills, note, now,
+                )?])
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    pub async fn update_status(
+        &self,
+        id: TicketId,
+        expert: &ExpertId,
+        status: TicketStatus,
+        note: String,
+    ) -> Result<Ticket, DeskError> {
+        check_text("note", &note, MAX_NOTE_BYTES)?;
+        let now = now_micros();
+        let (ticket, _) = self
+            .change_ticket(id, expert.as_str(), None, |state, ticket| {
+                state.expert(expert)?;
+                Ok(vec![lifecycle::update_status(
+                    ticket, expert, status, note, now,
+                )?])
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    /// Appends a message by the requester or an expert; idempotent on
+    /// `request_id`. Returns the message event.
+    pub async fn post_message(
+        &self,
+        id: TicketId,
+        author: &str,
+        body: String,
+        visibility: Visibility,
+        request_id: Option<String>,
+    ) -> Result<Arc<TicketEvent>, DeskError> {
+        if author.is_empty() {
+            return Err(DeskError::invalid("author_id", "an author is required"));
+        }
+        check_short_text("author_id", author)?;
+        if body.trim().is_empty() {
+            return Err(DeskError::invalid("body", "a message needs a body"));
+        }
+        check_text("body", &body, MAX_BODY_BYTES)?;
+        if let Some(r) = &request_id {
+            check_short_text("request_id", r)?;
+        }
+        let key = request_id.map(|r| format!("post:{r}"));
+        let now = now_micros();
+        let (_, events) = self
+            .change_ticket(id, author, key, |state, ticket| {
+                let role = if ticket.header.requester == author {
+                    Author::Requester
+                } else {
+                    let expert = ExpertId::parse("author_id", author)?;
+                    state.expert(&expert)?;
+                    Author::Expert
+                };
+                lifecycle::post_message(ticket, role, body, visibility, now)
+            })
+            .await?;
+        events
+            .into_iter()
+            .next()
+            .ok_or_else(|| DeskError::Storage("message was not recorded".into()))
+    }
+
+    /// A requester's view of one ticket, from after `after_seq`, then live.
+    pub fn watch_ticket(&self, id: TicketId, after_seq: u64) -> Result<Subscription, DeskError> {
+        self.check_running()?;
+        self.load_ticket(id)?;
+        Ok(self.inner.hub.subscribe(
+            self.inner.store.clone(),
+            Filter::Ticket(id),
+            Start::AfterSeq(after_seq),
+            self.shutdown_token(),
+        ))
+    }
+
+    // ---- experts ----
+
+    /// Creates an expert, or updates name, skills and capacity of one,
+    /// keeping their load, presence and channels.
+    pub async fn register_expert(&self, profile: ExpertProfile) -> Result<ExpertView, DeskError> {
+        self.check_running()?;
+        check_short_text("expert.display_name", &profile.display_name)?;
+        check_skill_list("expert.skills", profile.skills.iter().map(|s| &s.tag))?;
+        if profile.capacity > MAX_CAPACITY {
+            return Err(DeskError::invalid(
+                "expert.capacity",
+                format!("{} is over the limit of {MAX_CAPACITY}", profile.capacity),
+            ));
+        }
+        let capacity = match profile.capacity {
+            0 => DEFAULT_CAPACITY,
+            n => n,
+        };
+        let (view, lsn) = {
+            let mut state = self.lock();
+            let expert = match state.experts.get(&profile.id) {
+                Some(existing) => Expert {
+                    display_name: profile.display_name,
+                    skills: profile.skills,
+                    capacity,
+                    version: existing.version + 1,
+                    ..existing.clone()
+                },
+                None => Expert {
+                    id: profile.id.clone(),
+                    display_name: profile.display_name,
+                    skills: profile.skills,
+                    capacity,
+                    presence: Presence::Available,
+                    owned_open: 0,
+                    last_assigned_seq: 0,
+                    channels: None,
+                    version: 1,
+                },
+            };
+            let mut lsn = self.inner.store.put_expert(&expert)?;
+            self.inner.hub.update_skills(&expert.id, &expert.skills);
+            state.experts.insert(expert.id.clone(), expert.clone());
+            // New skills or room may open waiting tickets to them.
+            let routed = self.route_waiting_to(&mut state, &profile.id)?;
+            lsn = lsn.max(routed.lsn);
+            let expert = state.expert(&profile.id)?.clone();
+            let online = state.is_online(&expert.id);
+            (ExpertView { expert, online }, lsn)
+        };
+        self.durable(lsn).await?;
+        Ok(view)
+    }
+
+    pub fn get_expert(&self, id: &ExpertId) -> Result<ExpertView, DeskError> {
+        let state = self.lock();
+        let expert = state.expert(id)?.clone();
+        let online = state.is_online(id);
+        Ok(ExpertView { expert, online })
+    }
+
+    /// Experts in id order, starting at `from`; the next page's start.
+    pub fn list_experts(
+        &self,
+        from: Option<&ExpertId>,
+        page_size: usize,
+    ) -> (Vec<ExpertView>, Option<ExpertId>) {
+        let page_size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let state = self.lock();
+        let mut iter = match from {
+            Some(from) => state.experts.range(from.clone()..),
+            None => state.experts.range(..),
+        };
+        let page: Vec<ExpertView> = iter
+            .by_ref()
+            .take(page_size)
+            .map(|(id, e)| ExpertView {
+                expert: e.clone(),
+                online: state.is_online(id),
+            })
+            .collect();
+        let next = iter.next().map(|(id, _)| id.clone());
+        (page, next)
+    }
+
+    pub async fn set_presence(
+        &self,
+        id: &ExpertId,
+        presence: Presence,
+    ) -> Result<ExpertView, DeskError> {
+        self.check_running()?;
+        let (view, lsn) = {
+            let mut state = self.lock();
+            let mut expert = state.expert(id)?.clone();
+            let mut lsn = 0;
+            if expert.presence != presence {
+                expert.presence = presence;
+                expert.version += 1;
+                lsn = self.inner.store.put_expert(&expert)?;
+                state.experts.insert(id.clone(), expert);
+            }
+            if presence == Presence::Available {
+                lsn = lsn.max(self.route_waiting_to(&mut state, id)?.lsn);
+            }
+            let expert = state.expert(id)?.clone();
+            let online = state.is_online(id);
+            (ExpertView { expert, online }, lsn)
+        };
+        self.durable(lsn).await?;
+        Ok(view)
+    }
+
+    /// Opens an expert's stream. Non-empty `channels` replace their persisted
+    /// channel set; empty ones use it (or their skill tags). The expert is
+    /// online, and routing runs for them, from here until the stream drops.
+    pub async fn subscribe(
+        &self,
+        id: &ExpertId,
+        channels: Vec<Tag>,
+        after_position: u64,
+    ) -> Result<ExpertStream, DeskError> {
+        self.check_running()?;
+        if channels.len() > MAX_CHANNELS {
+            return Err(DeskError::invalid(
+                "channels",
+                format!("at most {MAX_CHANNELS} channels, got {}", channels.len()),
+            ));
+        }
+        let (subscription, presence, lsn) = {
+            let mut state = self.lock();
+            let mut expert = state.expert(id)?.clone();
+            let mut lsn = 0;
+            if !channels.is_empty() {
+                let mut wanted = channels;
+                wanted.sort();
+                wanted.dedup();
+                if expert.channels.as_ref() != Some(&wanted) {
+                    expert.channels = Some(wanted);
+                    expert.version += 1;
+                    lsn = self.inner.store.put_expert(&expert)?;
+                    state.experts.insert(id.clone(), expert.clone());
+                }
+            }
+            let viewer = Viewer {
+                expert: id.clone(),
+                channels: expert.effective_channels().into_iter().collect(),
+                skills: expert.skills.clone(),
+            };
+            let subscription = self.inner.hub.subscribe(
+                self.inner.store.clone(),
+                Filter::Expert(viewer),
+                Start::AfterPosition(after_position),
+                self.shutdown_token(),
+            );
+            *state.online.entry(id.clone()).or_insert(0) += 1;
+            let presence = OnlineGuard {
+                desk: self.clone(),
+                expert: id.clone(),
+            };
+            lsn = lsn.max(self.route_waiting_to(&mut state, id)?.lsn);
+            (subscription, presence, lsn)
+        };
+        self.durable(lsn).await?;
+        Ok(ExpertStream {
+            subscription,
+            _online: presence,
+        })
+    }
+}
+
+/// Counts an expert online while a stream of theirs is open.
+#[derive(Debug)]
+struct OnlineGuard {
+    desk: Desk,
+    expert: ExpertId,
+}
+
+impl Drop for OnlineGuard {
+    fn drop(&mut self) {
+        let mut state = self.desk.lock();
+        if let Some(n) = state.online.get_mut(&self.expert) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.online.remove(&self.expert);
+            }
+        }
+    }
+}
+
+/// An expert's open stream; dropping it takes them offline.
+#[derive(Debug)]
+pub struct ExpertStream {
+    pub subscription: Subscription,
+    _online: OnlineGuard,
+}
+
+impl AsMut<Subscription> for ExpertStream {
+    fn as_mut(&mut self) -> &mut Subscription {
+        &mut self.subscription
+    }
+}

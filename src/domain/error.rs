@@ -1,0 +1,92 @@
+//! Every way a desk operation can fail. The gRPC layer maps each variant to
+//! one status code in a single exhaustive match.
+
+use super::model::{ExpertId, Rank, Tag, TicketId, TicketStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+
+    #[error("ticket {0} not found")]
+    TicketNotFound(TicketId),
+
+    #[error("expert {0} not found")]
+    ExpertNotFound(ExpertId),
+
+    #[error("ticket {ticket} is already owned by {owner}")]
+    AlreadyOwned { ticket: TicketId, owner: ExpertId },
+
+    #[error("ticket {ticket} is not owned by {expert} ({})", owner_text(.owner))]
+    NotOwner {
+        ticket: TicketId,
+        expert: ExpertId,
+        owner: Option<ExpertId>,
+    },
+
+    #[error("expert {expert} does not qualify: {tag} needs {needed}, {}", held_text(.held))]
+    RankTooLow {
+        expert: ExpertId,
+        tag: Tag,
+        needed: Rank,
+        held: Option<Rank>,
+    },
+
+    #[error("expert {expert} is at capacity ({owned} of {capacity} open tickets)")]
+    AtCapacity {
+        expert: ExpertId,
+        owned: u32,
+        capacity: u32,
+    },
+
+    #[error("ticket {ticket} cannot move from {from} to {to}: {why}")]
+    InvalidTransition {
+        ticket: TicketId,
+        from: TicketStatus,
+        to: TicketStatus,
+        why: &'static str,
+    },
+
+    #[error("ticket {ticket} is {status}: {why}")]
+    WrongState {
+        ticket: TicketId,
+        status: TicketStatus,
+        why: &'static str,
+    },
+
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// A compare-and-swap lost to a concurrent write.
+    #[error("concurrent update of {0}; retry")]
+    Conflict(String),
+
+    #[error("server is shutting down")]
+    ShuttingDown,
+
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+fn owner_text(owner: &Option<ExpertId>) -> String {
+    match owner {
+        Some(owner) => format!("its owner is {owner}"),
+        None => "it has no owner".to_owned(),
+    }
+}
+
+fn held_text(held: &Option<Rank>) -> String {
+    match held {
+        Some(rank) => format!("holds {rank}"),
+        None => "does not hold it".to_owned(),
+    }
+}
+
+impl DeskError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        DeskError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! Live fan-out of durable events to open streams, and the cursor that turns
+//! a store replay plus the live feed into one gap-free stream.
+//!
+//! # Delivery contract
+//! A subscription delivers, in position order, with no gap and no duplicate,
+//! every event its filter accepts after its starting point: first a replay
+//! from the store, then live. Only durable events are ever delivered, so a
+//! position a client has seen survives any crash.
+//!
+//! The hub never blocks a producer: events go to each subscriber's bounded
+//! buffer with `try_send`. A subscriber whose buffer is full is dropped from
+//! the hub (its sender is dropped); its cursor drains what it has, sees the
+//! feed end, registers again and catches up from the store by position. A
+//! slow reader therefore costs only its own store reads, never the others'
+//! latency or the writers' throughput.
+//!
+//! Registration and publishing exclude each other (one `RwLock`), and the hub
+//! records the last position it published: a new subscriber replays the
+//! store up to that watermark and takes everything after it live.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::event::{public_view, swarm_reason};
+use crate::domain::{DeskError, ExpertId, Skill, SwarmReason, Tag, TicketEvent, TicketId, Viewer};
+use crate::store::{EventSink, Store};
+
+/// Events read from the store per replay step.
+const REPLAY_PAGE: usize = 256;
+
+/// What a subscription wants to see.
+#[derive(Clone, Debug)]
+pub enum Filter {
+    /// An expert's swarm stream.
+    Expert(Viewer),
+    /// A requester's view of one ticket.
+    Ticket(TicketId),
+}
+
+impl Filter {
+    /// The event as this subscriber sees it, with why, or `None`.
+    fn admit(&self, event: &Arc<TicketEvent>) -> Option<Delivery> {
+        match self {
+            Filter::Expert(viewer) => swarm_reason(event, viewer).map(|reason| Delivery {
+                event: event.clone(),
+                reason: Some(reason),
+            }),
+            Filter::Ticket(id) if *id == event.ticket_id() => {
+                public_view(event).map(|view| Delivery {
+                    event: if view == **event {
+                        event.clone()
+                    } else {
+                        Arc::new(view)
+                    },
+                    reason: None,
+                })
+            }
+            Filter::Ticket(_) => None,
+        }
+    }
+}
+
+/// One event on one stream.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub event: Arc<TicketEvent>,
+    /// Set on expert streams.
+    pub reason: Option<SwarmReason>,
+}
+
+type SubId = u64;
+
+#[derive(Debug)]
+struct Subscriber {
+    filter: Filter,
+    tx: mpsc::Sender<Delivery>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    subscribers: HashMap<SubId, Subscriber>,
+    by_tag: HashMap<Tag, HashSet<SubId>>,
+    by_expert: HashMap<ExpertId, HashSet<SubId>>,
+    by_ticket: HashMap<TicketId, HashSet<SubId>>,
+}
+
+fn unlink<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<SubId>>, key: &K, id: SubId) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Index {
+    fn insert(&mut self, id: SubId, subscriber: Subscriber) {
+        match &subscriber.filter {
+            Filter::Expert(viewer) => {
+                for tag in &viewer.channels {
+                    self.by_tag.entry(tag.clone()).or_default().insert(id);
+                }
+                self.by_expert
+                    .entry(viewer.expert.clone())
+                    .or_default()
+                    .insert(id);
+            }
+            Filter::Ticket(ticket) => {
+                self.by_ticket.entry(*ticket).or_default().insert(id);
+            }
+        }
+        self.subscribers.insert(id, subscriber);
+    }
+
+    fn remove(&mut self, id: SubId) {
+        let Some(subscriber) = self.subscribers.remove(&id) else {
+            return;
+        };
+        match &subscriber.filter {
+            Filter::Expert(viewer) => {
+                for tag in &viewer.channels {
+                    unlink(&mut self.by_tag, tag, id);
+                }
+                unlink(&mut self.by_expert, &viewer.expert, id);
+            }
+            Filter::Ticket(ticket) => unlink(&mut self.by_ticket, ticket, id),
+        }
+    }
+
+    /// Subscribers that may care about `event`; the filter decides.
+    fn candidates(&self, event: &TicketEvent, into: &mut Vec<SubId>) {
+        into.clear();
+        for tag in event.tags() {
+            if let Some(set) = self.by_tag.get(tag) {
+                into.extend(set);
+            }
+        }
+        for expert in event.named_experts() {
+            if let Some(set) = self.by_expert.get(expert) {
+                into.extend(set);
+            }
+        }
+        if let Some(set) = self.by_ticket.get(&event.ticket_id()) {
+            into.extend(set);
+        }
+        into.sort_unstable();
+        into.dedup();
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    index: RwLock<Index>,
+    /// The last position published; read under the index lock.
+    published: AtomicU64,
+    next_id: AtomicU64,
+    buffer: usize,
+}
+
+/// The fan-out point. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+impl Hub {
+    /// `buffer` is each subscriber's live buffer, in events.
+    pub fn new(buffer: usize) -> Self {
+        Hub {
+            shared: Arc::new(Shared {
+                index: RwLock::new(Index::default()),
+                published: AtomicU64::new(0),
+                next_id: AtomicU64::new(1),
+                buffer: buffer.max(1),
+            }),
+        }
+    }
+
+    /// Sets the watermark once the store is open: everything up to it is in
+    /// the store already.
+    pub fn start_at(&self, position: u64) {
+        let _index = self.write();
+        self.shared.published.store(position, Ordering::Release);
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Index> {
+        // The index holds no invariant a panic could half-break beyond a
+        // missing subscriber, which its own cursor recovers from.
+        self.shared
+            .index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.shared
+            .index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a live feed; returns it with the watermark to replay up to.
+    fn register(&self, filter: Filter) -> (Registration, mpsc::Receiver<Delivery>, u64) {
+        let (tx, rx) = mpsc::channel(self.shared.buffer);
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut index = self.write();
+        index.insert(id, Subscriber { filter, tx });
+        let watermark = self.shared.published.load(Ordering::Acquire);
+        drop(index);
+        let registration = Registration {
+            hub: self.clone(),
+            id,
+        };
+        (registration, rx, watermark)
+    }
+
+    /// Open subscriptions, for tests and metrics.
+    pub fn subscriber_count(&self) -> usize {
+        self.read().subscribers.len()
+    }
+
+    /// Gives live expert subscriptions of `expert` their new skills (used
+    /// for the OFFER decision).
+    pub fn update_skills(&self, expert: &ExpertId, skills: &[Skill]) {
+        let mut index = self.write();
+        let ids: Vec<SubId> = index
+            .by_expert
+            .get(expert)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            if let Some(Subscriber {
+                filter: Filter::Expert(viewer),
+                ..
+            }) = index.subscribers.get_mut(&id)
+            {
+                if &viewer.expert == expert {
+                    viewer.skills = skills.to_vec();
+                }
+            }
+        }
+    }
+
+    /// Opens a subscription: registers now (so everything after this call
+    /// is caught), replays the store from `start`, then goes live.
+    pub fn subscribe(
+        &self,
+        store: Arc<dyn Store>,
+        filter: Filter,
+        start: Start,
+        shutdown: CancellationToken,
+    ) -> Subscription {
+        let (registration, rx, upto) = self.register(filter.clone());
+        Subscription {
+            hub: self.clone(),
+            store,
+            filter,
+            cursor: start.into(),
+            upto,
+            live: Some((registration, rx)),
+            backlog: VecDeque::new(),
+            shutdown,
+        }
+    }
+}
+
+impl EventSink for Hub {
+    fn publish(&self, events: &[Arc<TicketEvent>]) {
+        let mut dropped: Vec<SubId> = Vec::new();
+        {
+            let index = self.read();
+            let mut candidates = Vec::new();
+            for event in events {
+                index.candidates(event, &mut candidates);
+                for id in &candidates {
+                    if dropped.contains(id) {
+                        // Once one event is missed, sending later ones would
+                        // open a gap: the subscriber resyncs from the store.
+                        continue;
+                    }
+                    let Some(subscriber) = index.subscribers.get(id) else {
+                        continue;
+                    };
+                    if let Some(delivery) = subscriber.filter.admit(event) {
+                        if subscriber.tx.try_send(delivery).is_err() {
+                            dropped.push(*id);
+                        }
+                    }
+                }
+            }
+            if let Some(last) = events.last() {
+                self.shared
+                    .published
+                    .store(last.position, Ordering::Release);
+            }
+        }
+        if !dropped.is_empty() {
+            let mut index = self.write();
+            for id in dropped {
+                index.remove(id);
+            }
+        }
+    }
+}
+
+/// Unregisters a live feed when dropped.
+#[derive(Debug)]
+struct Registration {
+    hub: Hub,
+    id: SubId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.write().remove(self.id);
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    /// Events with a position after this one.
+    AfterPosition(u64),
+    /// Events of the filter's ticket with a ticket_seq after this one.
+    AfterSeq(u64),
+}
+
+/// How far a subscription has got: everything at or before it is handled.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    position: u64,
+    seq: u64,
+}
+
+impl From<Start> for Cursor {
+    fn from(start: Start) -> Self {
+        match start {
+            Start::AfterPosition(position) => Cursor { position, seq: 0 },
+            Start::AfterSeq(seq) => Cursor { position: 0, seq },
+        }
+    }
+}
+
+/// Why a subscription ended without the client going away.
+#[derive(Debug)]
+pub enum StreamEnd {
+    /// The server is shutting down; resume after `last_position`.
+    ShuttingDown {
+        last_position: u64,
+    },
+    Failed(DeskError),
+}
+
+/// One open stream: a replay from the store, then the live feed, with a
+/// resync from the store whenever the hub dropped it for being slow.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Hub,
+    store: Arc<dyn Store>,
+    filter: Filter,
+    cursor: Cursor,
+    /// Replay from the store runs up to here; live takes over after.
+    upto: u64,
+    live: Option<(Registration, mpsc::Receiver<Delivery>)>,
+    backlog: VecDeque<Delivery>,
+    shutdown: CancellationToken,
+}
+
+impl Subscription {
+    /// The position of the last event delivered or skipped.
+    pub fn last_position(&self) -> u64 {
+        self.cursor.position
+    }
+
+    fn accept(&mut self, event: &TicketEvent) -> bool {
+        let fresh = event.position > self.cursor.position
+            && (!matches!(self.filter, Filter::Ticket(_)) || event.seq() > self.cursor.seq);
+        if fresh {
+            self.cursor.position = event.position;
+            self.cursor.seq = event.seq();
+        }
+        fresh
+    }
+
+    /// Reads the next page of the replay into the backlog; false when the
+    /// replay has reached the watermark.
+    fn replay_page(&mut self) -> Result<bool, DeskError> {
+        let page = match &self.filter {
+            Filter::Expert(_) => {
+                self.store
+                    .events_between(self.cursor.position, self.upto, REPLAY_PAGE)
+            }
+            Filter::Ticket(id) => {
+                self.store
+                    .ticket_events(*id, self.cursor.seq, self.upto, REPLAY_PAGE)
+            }
+        }
+        .map_err(|e| DeskError::Storage(e.to_string()))?;
+        if page.is_empty() {
+            // Nothing more of ours up to the watermark: live continues from it.
+            self.cursor.position = self.cursor.position.max(self.upto);
+            return Ok(false);
+        }
+        for event in &page {
+            if self.accept(event) {
+                if let Some(delivery) = self.filter.admit(event) {
+                    self.backlog.push_back(delivery);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next delivery, or why the stream ends.
+    pub async fn next(&mut self) -> Result<Delivery, StreamEnd> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(self.ending());
+            }
+            if let Some(delivery) = self.backlog.pop_front() {
+                return Ok(delivery);
+            }
+            if self.cursor.position < self.upto {
+                if self.replay_page().map_err(StreamEnd::Failed)? {
+                    // Let other tasks run between pages of a long catch-up.
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
+            let received = match &mut self.live {
+                Some((_, rx)) => tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => return Err(self.ending()),
+                    received = rx.recv() => received,
+                },
+                None => None,
+            };
+            match received {
+                Some(delivery) => {
+                    if self.accept(&delivery.event) {
+                        return Ok(delivery);
+                    }
+                }
+                None => {
+                    // The hub dropped us for falling behind: register again
+                    // and catch up from the store.
+                    tracing::debug!(
+                        position = self.cursor.position,
+                        "stream resyncing from the store"
+                    );
+                    self.live = None;
+                    let (registration, rx, upto) = self.hub.register(self.filter.clone());
+                    self.live = Some((registration, rx));
+                    self.upto = upto;
+                }
+            }
+        }
+    }
+
+    fn ending(&self) -> StreamEnd {
+        StreamEnd::ShuttingDown {
+            last_position: self.cursor.position,
+        }
+    }
+}
+
+impl AsMut<Subscription> for Subscription {
+    fn as_mut(&mut self) -> &mut Subscription {
+        self
+    }
+}

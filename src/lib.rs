@@ -1,0 +1,27 @@
+//! swarmdesk: a swarming support server.
+//!
+//! A ticket gets exactly one owner from the moment it is created, chosen by
+//! skill, rank, load and fairness, and is streamed at once to its swarm:
+//! every expert subscribed to a skill channel matching its tags.
+//!
+//! # Layout
+//! - [`domain`]: tickets, experts, ranks, routing, status moves, events and
+//!   errors; no transport, no storage.
+//! - [`store`]: the storage trait and its sled backend (group commit).
+//! - [`hub`]: live fan-out to streams; its module doc states the delivery
+//!   guarantee.
+//! - [`desk`]: every API operation, applying the domain's rules against the
+//!   store and the hub.
+//! - [`rpc`]: generated code, conversions, the status mapping, one file per
+//!   service.
+//! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - [`cli`]: the `swarmdesk` command's client subcommands.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod desk;
+pub mod domain;
+pub mod hub;
+pub mod rpc;
+pub mod server;
+pub mod store;

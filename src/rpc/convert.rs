@@ -1,0 +1,277 @@
+//! Conversions between generated messages and domain types. Parsing names
+//! the offending field, so INVALID_ARGUMENT always says which one.
+
+use prost_types::Timestamp;
+
+use super::pb;
+use crate::desk::ExpertView;
+use crate::domain::{
+    DeskError, EventKind, ExpertId, Rank, Skill, SkillRequirement, SwarmReason, Tag, Ticket,
+    TicketEvent, TicketId, UnixMicros,
+};
+use crate::hub::Delivery;
+
+/// Parses an enum number: 0 gives `default` (or is refused when there is
+/// none), and numbers outside the enum are refused.
+pub fn parse_enum<T>(
+    field: &str,
+    n: i32,
+    from_number: fn(i32) -> Option<T>,
+    default: Option<T>,
+) -> Result<T, DeskError> {
+    match (n, default) {
+        (0, Some(d)) => Ok(d),
+        (0, None) => Err(DeskError::invalid(
+            field,
+            "a value is required (not UNSPECIFIED)",
+        )),
+        (n, _) => from_number(n)
+            .ok_or_else(|| DeskError::invalid(field, format!("{n} is not a known value"))),
+    }
+}
+
+/// Like [`parse_enum`] with no default, but 0 means "not given".
+pub fn parse_optional_enum<T>(
+    field: &str,
+    n: i32,
+    from_number: fn(i32) -> Option<T>,
+) -> Result<Option<T>, DeskError> {
+    if n == 0 {
+        return Ok(None);
+    }
+    parse_enum(field, n, from_number, None).map(Some)
+}
+
+pub fn ticket_id(field: &str, raw: &str) -> Result<TicketId, DeskError> {
+    TicketId::parse(field, raw)
+}
+
+pub fn expert_id(field: &str, raw: &str) -> Result<ExpertId, DeskError> {
+    ExpertId::parse(field, raw)
+}
+
+pub fn requirements(
+    field: &str,
+    skills: &[pb::SkillRequirement],
+) -> Result<Vec<SkillRequirement>, DeskError> {
+    skills
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(SkillRequirement {
+                tag: Tag::parse(&format!("{field}[{i}].tag"), &s.tag)?,
+                min_rank: parse_enum(
+                    &format!("{field}[{i}].min_rank"),
+                    s.min_rank,
+                    Rank::from_number,
+                    Some(Rank::L1),
+                )?,
+            })
+        })
+        .collect()
+}
+
+pub fn skills(field: &str, skills: &[pb::Skill]) -> Result<Vec<Skill>, DeskError> {
+    skills
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(Skill {
+                tag: Tag::parse(&format!("{field}[{i}].tag"), &s.tag)?,
+                rank: parse_enum(
+                    &format!("{field}[{i}].rank"),
+                    s.rank,
+                    Rank::from_number,
+                    None,
+                )?,
+            })
+        })
+        .collect()
+}
+
+pub fn tags(field: &str, raw: &[String]) -> Result<Vec<Tag>, DeskError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, t)| Tag::parse(&format!("{field}[{i}]"), t))
+        .collect()
+}
+
+fn timestamp(micros: UnixMicros) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    })
+}
+
+pub fn ticket(t: &Ticket) -> pb::Ticket {
+    let h = &t.header;
+    let s = &t.state;
+    pb::Ticket {
+        id: h.id.to_string(),
+        title: h.title.clone(),
+        description: h.description.clone(),
+        requester: h.requester.clone(),
+        channel: h.channel.number(),
+        kind: h.kind.number(),
+        priority: h.priority.number(),
+        skills: h
+            .skills
+            .iter()
+            .map(|r| pb::SkillRequirement {
+                tag: r.tag.to_string(),
+                min_rank: r.min_rank.number(),
+            })
+            .collect(),
+        status: s.status.number(),
+        owner_id: s
+            .owner
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        swarm_member_ids: s.members.iter().map(ToString::to_string).collect(),
+        created_at: timestamp(h.created_at),
+        updated_at: timestamp(s.updated_at),
+        version: s.version,
+        help_tags: s.help_tags.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn owner_changed(from: Option<&ExpertId>, to: Option<&ExpertId>) -> pb::ticket_event::Payload {
+    pb::ticket_event::Payload::OwnerChanged(pb::OwnerChanged {
+        from_expert_id: from.map(ToString::to_string).unwrap_or_default(),
+        to_expert_id: to.map(ToString::to_string).unwrap_or_default(),
+    })
+}
+
+pub fn event(e: &TicketEvent) -> pb::TicketEvent {
+    use pb::ticket_event::Payload;
+    use pb::TicketEventType as T;
+    let (kind, payload) = match &e.kind {
+        EventKind::Created => (
+            T::Created,
+            e.ticket
+                .state
+                .owner
+                .as_ref()
+                .map(|o| owner_changed(None, Some(o))),
+        ),
+        EventKind::Assigned { to } => (T::Assigned, Some(owner_changed(None, Some(to)))),
+        EventKind::Claimed { by } => (T::Claimed, Some(owner_changed(None, Some(by)))),
+        EventKind::Transferred { from, to } => {
+            (T::Transferred, Some(owner_changed(Some(from), Some(to))))
+        }
+        EventKind::Released { from } => (T::Released, Some(owner_changed(Some(from), None))),
+        EventKind::Joined { expert } => (
+            T::Joined,
+            Some(Payload::MemberChanged(pb::MemberChanged {
+                expert_id: expert.to_string(),
+            })),
+        ),
+        EventKind::Left { expert } => (
+            T::Left,
+            Some(Payload::MemberChanged(pb::MemberChanged {
+                expert_id: expert.to_string(),
+            })),
+        ),
+        EventKind::HelpRequested {
+            skills,
+            added,
+            note,
+        } => (
+            T::HelpRequested,
+            Some(Payload::HelpRequested(pb::HelpRequested {
+                skills: skills
+                    .iter()
+                    .map(|r| pb::SkillRequirement {
+                        tag: r.tag.to_string(),
+                        min_rank: r.min_rank.number(),
+                    })
+                    .collect(),
+                added_tags: added.iter().map(ToString::to_string).collect(),
+                note: note.clone(),
+            })),
+        ),
+        EventKind::StatusChanged { from, to, note } => (
+            T::StatusChanged,
+            Some(Payload::StatusChanged(pb::StatusChanged {
+                from: from.number(),
+                to: to.number(),
+                note: note.clone(),
+            })),
+        ),
+        EventKind::Message { body, visibility } => (
+            T::Message,
+            Some(Payload::Message(pb::MessagePosted {
+                body: body.clone(),
+                visibility: visibility.number(),
+            })),
+        ),
+    };
+    pb::TicketEvent {
+        position: e.position,
+        ticket_id: e.ticket_id().to_string(),
+        ticket_seq: e.seq(),
+        at: timestamp(e.at),
+        r#type: kind as i32,
+        actor_id: e.actor.clone(),
+        ticket: Some(ticket(&e.ticket)),
+        payload,
+    }
+}
+
+pub fn swarm_event(d: &Delivery) -> pb::SwarmEvent {
+    pb::SwarmEvent {
+        position: d.event.position,
+        reason: d.reason.map_or(0, SwarmReason::number),
+        event: Some(event(&d.event)),
+    }
+}
+
+pub fn expert(v: &ExpertView) -> pb::Expert {
+    let e = &v.expert;
+    pb::Expert {
+        id: e.id.to_string(),
+        display_name: e.display_name.clone(),
+        skills: e
+            .skills
+            .iter()
+            .map(|s| pb::Skill {
+                tag: s.tag.to_string(),
+                rank: s.rank.number(),
+            })
+            .collect(),
+        capacity: e.capacity,
+        online: v.online,
+        owned_open: e.owned_open,
+        presence: e.presence.number(),
+        channels: e
+            .channels
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_default_or_refuse_with_the_field_named() {
+        assert_eq!(
+            parse_enum("p", 0, Rank::from_number, Some(Rank::L1)).unwrap(),
+            Rank::L1
+        );
+        let err = parse_enum("skills[0].rank", 0, Rank::from_number, None).unwrap_err();
+        assert!(err.to_string().starts_with("skills[0].rank"), "{err}");
+        let err = parse_enum("priority", 9, Rank::from_number, Some(Rank::L1)).unwrap_err();
+        assert!(err.to_string().contains("9"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_split_micros() {
+        let t = timestamp(1_500_000).unwrap();
+        assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
+    }
+}

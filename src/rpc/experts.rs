@@ -1,0 +1,111 @@
+//! ExpertService: convert, call the desk, convert back.
+
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::convert::{self, parse_enum};
+use super::pb::{self, expert_service_server::ExpertService};
+use super::status_of;
+use super::tickets::{into_stream, EventStream};
+use crate::desk::{Desk, ExpertProfile};
+use crate::domain::{DeskError, Presence};
+
+#[derive(Clone, Debug)]
+pub struct ExpertApi {
+    desk: Desk,
+}
+
+impl ExpertApi {
+    pub fn new(desk: Desk) -> Self {
+        ExpertApi { desk }
+    }
+}
+
+#[tonic::async_trait]
+impl ExpertService for ExpertApi {
+    #[instrument(skip_all)]
+    async fn register_expert(
+        &self,
+        request: Request<pb::RegisterExpertRequest>,
+    ) -> Result<Response<pb::Expert>, Status> {
+        let e = request
+            .into_inner()
+            .expert
+            .ok_or_else(|| status_of(DeskError::invalid("expert", "an expert is required")))?;
+        let profile = ExpertProfile {
+            id: convert::expert_id("expert.id", &e.id).map_err(status_of)?,
+            skills: convert::skills("expert.skills", &e.skills).map_err(status_of)?,
+            display_name: e.display_name,
+            capacity: e.capacity,
+        };
+        let view = self
+            .desk
+            .register_expert(profile)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(convert::expert(&view)))
+    }
+
+    #[instrument(skip_all, fields(expert_id = %request.get_ref().id))]
+    async fn get_expert(
+        &self,
+        request: Request<pb::GetExpertRequest>,
+    ) -> Result<Response<pb::Expert>, Status> {
+        let id = convert::expert_id("id", &request.get_ref().id).map_err(status_of)?;
+        let view = self.desk.get_expert(&id).map_err(status_of)?;
+        Ok(Response::new(convert::expert(&view)))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_experts(
+        &self,
+        request: Request<pb::ListExpertsRequest>,
+    ) -> Result<Response<pb::ListExpertsResponse>, Status> {
+        let r = request.into_inner();
+        let from = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(convert::expert_id("page_token", &r.page_token).map_err(status_of)?)
+        };
+        let (experts, next) = self.desk.list_experts(from.as_ref(), r.page_size as usize);
+        Ok(Response::new(pb::ListExpertsResponse {
+            experts: experts.iter().map(convert::expert).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    type SubscribeStream = EventStream<pb::SwarmEvent>;
+
+    #[instrument(skip_all, fields(expert_id = %request.get_ref().expert_id))]
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let id = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        let channels = convert::tags("channels", &r.channels).map_err(status_of)?;
+        let stream = self
+            .desk
+            .subscribe(&id, channels, r.after_position)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(into_stream(stream, convert::swarm_event)))
+    }
+
+    #[instrument(skip_all, fields(expert_id = %request.get_ref().expert_id))]
+    async fn set_presence(
+        &self,
+        request: Request<pb::SetPresenceRequest>,
+    ) -> Result<Response<pb::Expert>, Status> {
+        let r = request.into_inner();
+        let id = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        let presence =
+            parse_enum("presence", r.presence, Presence::from_number, None).map_err(status_of)?;
+        let view = self
+            .desk
+            .set_presence(&id, presence)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(convert::expert(&view)))
+    }
+}

@@ -1,0 +1,278 @@
+//! TicketService: convert, call the desk, convert back.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::convert::{self, parse_enum, parse_optional_enum};
+use super::pb::{self, ticket_service_server::TicketService};
+use super::{status_of, status_of_end};
+use crate::desk::{Desk, NewTicket, TicketQuery};
+use crate::domain::{
+    ContactChannel, Priority, Tag, TicketId, TicketKind, TicketStatus, Visibility,
+};
+use crate::hub::{Delivery, Subscription};
+
+pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Turns a subscription into a response stream that ends with a status when
+/// the server ends it, and unsubscribes when the client goes away.
+pub fn into_stream<S, T>(subscription: S, map: fn(&Delivery) -> T) -> EventStream<T>
+where
+    S: AsMut<Subscription> + Send + 'static,
+    T: Send + 'static,
+{
+    Box::pin(futures_util::stream::unfold(
+        Some(subscription),
+        move |state| async move {
+            let mut subscription = state?;
+            match subscription.as_mut().next().await {
+                Ok(delivery) => Some((Ok(map(&delivery)), Some(subscription))),
+                Err(end) => Some((Err(status_of_end(end)), None)),
+            }
+        },
+    ))
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[derive(Clone, Debug)]
+pub struct TicketApi {
+    desk: Desk,
+}
+
+impl TicketApi {
+    pub fn new(desk: Desk) -> Self {
+        TicketApi { desk }
+    }
+}
+
+#[tonic::async_trait]
+impl TicketService for TicketApi {
+    #[instrument(skip_all, fields(ticket_id))]
+    async fn create_ticket(
+        &self,
+        request: Request<pb::CreateTicketRequest>,
+    ) -> Result<Response<pb::CreateTicketResponse>, Status> {
+        let r = request.into_inner();
+        let new = NewTicket {
+            channel: parse_enum(
+                "channel",
+                r.channel,
+                ContactChannel::from_number,
+                Some(ContactChannel::Api),
+            )
+            .map_err(status_of)?,
+            kind: parse_enum(
+                "kind",
+                r.kind,
+                TicketKind::from_number,
+                Some(TicketKind::Incident),
+            )
+            .map_err(status_of)?,
+            priority: parse_enum(
+                "priority",
+                r.priority,
+                Priority::from_number,
+                Some(Priority::P3),
+            )
+            .map_err(status_of)?,
+            skills: convert::requirements("skills", &r.skills).map_err(status_of)?,
+            title: r.title,
+            description: r.description,
+            requester: r.requester,
+            request_id: non_empty(r.request_id),
+        };
+        let (ticket, created) = self.desk.create_ticket(new).await.map_err(status_of)?;
+        tracing::Span::current().record("ticket_id", tracing::field::display(ticket.id()));
+        Ok(Response::new(pb::CreateTicketResponse {
+            ticket: Some(convert::ticket(&ticket)),
+            created,
+        }))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().id))]
+    async fn get_ticket(
+        &self,
+        request: Request<pb::GetTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let id = convert::ticket_id("id", &request.get_ref().id).map_err(status_of)?;
+        let ticket = self.desk.get_ticket(id).map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_tickets(
+        &self,
+        request: Request<pb::ListTicketsRequest>,
+    ) -> Result<Response<pb::ListTicketsResponse>, Status> {
+        let r = request.into_inner();
+        let query = TicketQuery {
+            status: parse_optional_enum("status", r.status, TicketStatus::from_number)
+                .map_err(status_of)?,
+            owner: non_empty(r.owner_id)
+                .map(|o| convert::expert_id("owner_id", &o))
+                .transpose()
+                .map_err(status_of)?,
+            tag: non_empty(r.tag)
+                .map(|t| Tag::parse("tag", &t))
+                .transpose()
+                .map_err(status_of)?,
+            page_size: r.page_size as usize,
+            from: non_empty(r.page_token)
+                .map(|t| convert::ticket_id("page_token", &t))
+                .transpose()
+                .map_err(status_of)?,
+        };
+        let page = self.desk.list_tickets(&query).map_err(status_of)?;
+        Ok(Response::new(pb::ListTicketsResponse {
+            tickets: page.tickets.iter().map(convert::ticket).collect(),
+            next_page_token: page
+                .next
+                .map(|id: TicketId| id.to_string())
+                .unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn post_message(
+        &self,
+        request: Request<pb::PostMessageRequest>,
+    ) -> Result<Response<pb::TicketEvent>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let visibility = parse_enum("visibility", r.visibility, Visibility::from_number, None)
+            .map_err(status_of)?;
+        let event = self
+            .desk
+            .post_message(
+                id,
+                &r.author_id,
+                r.body,
+                visibility,
+                non_empty(r.request_id),
+            )
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(convert::event(&event)))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn claim_ticket(
+        &self,
+        request: Request<pb::ClaimTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        let ticket = self.desk.claim(id, &expert).await.map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn transfer_ticket(
+        &self,
+        request: Request<pb::TransferTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let from = convert::expert_id("from_expert_id", &r.from_expert_id).map_err(status_of)?;
+        let to = convert::expert_id("to_expert_id", &r.to_expert_id).map_err(status_of)?;
+        let ticket = self
+            .desk
+            .transfer(id, &from, &to)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn release_ticket(
+        &self,
+        request: Request<pb::ReleaseTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        let ticket = self.desk.release(id, &expert).await.map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn join_swarm(
+        &self,
+        request: Request<pb::JoinSwarmRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        let ticket = self.desk.join(id, &expert).await.map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn leave_swarm(
+        &self,
+        request: Request<pb::LeaveSwarmRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        let ticket = self.desk.leave(id, &expert).await.map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn request_help(
+        &self,
+        request: Request<pb::RequestHelpRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        let skills = convert::requirements("skills", &r.skills).map_err(status_of)?;
+        let ticket = self
+            .desk
+            .request_help(id, &expert, skills, r.note)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn update_status(
+        &self,
+        request: Request<pb::UpdateStatusRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        let status =
+            parse_enum("status", r.status, TicketStatus::from_number, None).map_err(status_of)?;
+        let ticket = self
+            .desk
+            .update_status(id, &expert, status, r.note)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    type WatchTicketStream = EventStream<pb::TicketEvent>;
+
+    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    async fn watch_ticket(
+        &self,
+        request: Request<pb::WatchTicketRequest>,
+    ) -> Result<Response<Self::WatchTicketStream>, Status> {
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let subscription = self.desk.watch_ticket(id, r.after_seq).map_err(status_of)?;
+        Ok(Response::new(into_stream(subscription, |d| {
+            convert::event(&d.event)
+        })))
+    }
+}

@@ -1,0 +1,209 @@
+//! Wiring: the store, the hub and the desk behind the gRPC services, plus
+//! health and reflection, served until a shutdown signal.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::desk::Desk;
+use crate::hub::Hub;
+use crate::rpc::experts::ExpertApi;
+use crate::rpc::pb::expert_service_server::ExpertServiceServer;
+use crate::rpc::pb::ticket_service_server::TicketServiceServer;
+use crate::rpc::pb::FILE_DESCRIPTOR_SET;
+use crate::rpc::tickets::TicketApi;
+use crate::store::sled::{SledConfig, SledStore};
+use crate::store::Store;
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// Events buffered per stream before it is made to catch up from the store.
+    pub stream_buffer: usize,
+    /// sled's page cache, in bytes.
+    pub cache_capacity: u64,
+    /// Largest request message accepted, in bytes (gRPC's limit stays on).
+    pub max_message_bytes: usize,
+    /// How long in-flight work may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            stream_buffer: 1024,
+            cache_capacity: 256 * 1024 * 1024,
+            // A 64 KiB description plus 16 skills fits many times over.
+            max_message_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Desk(#[from] crate::domain::DeskError),
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Opens the store and desk for `config` (recovery happens here).
+pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let hub = Hub::new(config.stream_buffer);
+    let sled_config = SledConfig {
+        cache_capacity: config.cache_capacity,
+        ..SledConfig::new(&config.data_dir)
+    };
+    let sink = hub.clone();
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&sled_config, Arc::new(sink)))
+        .await??;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let desk = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || Desk::open(store, hub)).await??
+    };
+    Ok((desk, store))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then ends open streams
+/// (each with its last position), lets in-flight calls finish within the
+/// grace period, and makes the store durable.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<TicketServiceServer<TicketApi>>()
+        .await;
+    health
+        .set_not_serving::<ExpertServiceServer<ExpertApi>>()
+        .await;
+    let (desk, store) = open_desk(&config).await?;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let tickets = TicketServiceServer::new(TicketApi::new(desk.clone()))
+        .max_decoding_message_size(config.max_message_bytes);
+    let experts = ExpertServiceServer::new(ExpertApi::new(desk.clone()))
+        .max_decoding_message_size(config.max_message_bytes);
+
+    health.set_serving::<TicketServiceServer<TicketApi>>().await;
+    health.set_serving::<ExpertServiceServer<ExpertApi>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, data_dir = %config.data_dir.display(), "serving");
+
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let draining = {
+        let desk = desk.clone();
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining");
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<TicketServiceServer<TicketApi>>()
+                .await;
+            health
+                .set_not_serving::<ExpertServiceServer<ExpertApi>>()
+                .await;
+            // Open streams hold the connection drain open: end them now.
+            desk.begin_shutdown();
+            let _ = signalled_tx.send(());
+        }
+    };
+    let serve = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(tickets)
+        .add_service(experts)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            draining,
+        );
+    let grace = config.shutdown_grace;
+    let result = tokio::select! {
+        result = serve => result.map_err(ServerError::from),
+        _ = async {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(?grace, "shutdown grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    drop(desk);
+    let closed = tokio::task::spawn_blocking(move || store.close()).await?;
+    closed?;
+    tracing::info!("store closed");
+    result
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

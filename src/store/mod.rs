@@ -1,0 +1,139 @@
+//! Storage behind one small trait, so a second backend (a distributed store)
+//! can be added without touching the domain or the desk.
+//!
+//! The contract every backend keeps:
+//! - [`Store::commit`] is atomic: a ticket's new state, its events, the
+//!   experts it touches and the idempotency key are stored together or not
+//!   at all. It is a compare-and-swap: it fails with [`StoreError::Conflict`]
+//!   unless the stored ticket and expert versions are the ones the change was
+//!   computed from.
+//! - Events get global positions, strictly increasing in commit order.
+//! - A commit is visible to reads at once and durable once
+//!   [`Store::wait_durable`] for its lsn returns; durable events are then
+//!   handed, in position order, to the [`EventSink`] given at open.
+
+pub mod sled;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::domain::model::Ticket;
+use crate::domain::{
+    EventKind, Expert, ExpertId, TicketEvent, TicketHeader, TicketId, TicketState, UnixMicros,
+};
+
+/// A write's place in the store's write order.
+pub type Lsn = u64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A compare-and-swap lost: the stored version was not the expected one.
+    #[error("version conflict on {0}")]
+    Conflict(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    #[error("store is closed")]
+    Closed,
+}
+
+/// Receives durable events in position order, exactly once each.
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(&self, events: &[Arc<TicketEvent>]);
+}
+
+/// One event to append; its ticket_seq is `state.version`.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub at: UnixMicros,
+    pub actor: String,
+    pub kind: EventKind,
+    /// The ticket's state after this event.
+    pub state: TicketState,
+}
+
+/// One atomic change of one ticket.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    pub ticket: TicketId,
+    /// Present exactly when the ticket is new.
+    pub header: Option<Arc<TicketHeader>>,
+    /// The stored version the change was computed from (0: a new ticket).
+    pub expected_version: u64,
+    /// In order; the last one's state becomes the ticket's state.
+    pub events: Vec<NewEvent>,
+    /// Experts to store, each carrying its new version (stored version + 1).
+    pub experts: Vec<Expert>,
+    /// Maps to the position of this commit's first event.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Receipt {
+    pub lsn: Lsn,
+    pub events: Vec<Arc<TicketEvent>>,
+}
+
+pub type DurableFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'static>>;
+
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// A fresh ticket id (ids are never reused; a failed create leaves a gap).
+    fn allocate_ticket_id(&self) -> Result<TicketId, StoreError>;
+
+    /// Applies `commit` atomically if the versions match; see the module doc.
+    fn commit(&self, commit: Commit) -> Result<Receipt, StoreError>;
+
+    /// Stores an expert alone, compare-and-swap on `expert.version - 1`.
+    fn put_expert(&self, expert: &Expert) -> Result<Lsn, StoreError>;
+
+    /// Resolves once every write up to `lsn` is durable.
+    fn wait_durable(&self, lsn: Lsn) -> DurableFuture;
+
+    /// The lsn of the latest write; waiting for it covers everything seen so far.
+    fn written_lsn(&self) -> Lsn;
+
+    /// The position of the latest stored event (0: none).
+    fn last_position(&self) -> u64;
+
+    fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
+
+    /// Up to `limit` tickets with id >= `from`, in id order.
+    fn tickets_from(&self, from: TicketId, limit: usize) -> Result<Vec<Ticket>, StoreError>;
+
+    /// Tickets waiting for an owner (status OPEN), read once at start-up.
+    fn unowned_tickets(&self) -> Result<Vec<Ticket>, StoreError>;
+
+    /// Every expert, read once at start-up.
+    fn experts(&self) -> Result<Vec<Expert>, StoreError>;
+
+    fn expert(&self, id: &ExpertId) -> Result<Option<Expert>, StoreError>;
+
+    /// Up to `limit` events with `after < position <= upto`, in order.
+    fn events_between(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<TicketEvent>>, StoreError>;
+
+    /// Up to `limit` events of one ticket with ticket_seq > `after_seq` and
+    /// position <= `upto`, in order.
+    fn ticket_events(
+        &self,
+        ticket: TicketId,
+        after_seq: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<TicketEvent>>, StoreError>;
+
+    fn event(&self, position: u64) -> Result<Option<Arc<TicketEvent>>, StoreError>;
+
+    /// The position recorded under an idempotency key, if any.
+    fn idempotent(&self, key: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Makes everything durable and stops the background work.
+    fn close(&self) -> Result<(), StoreError>;
+}
