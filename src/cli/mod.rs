@@ -1,1 +1,499 @@
-//! Client subcommands.
+//! The `swarmdesk` command's client subcommands: one call each against a
+//! running server, printed for a person (default) or as JSON lines (--json).
+
+mod output;
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::domain::{ContactChannel, Presence, Priority, Rank, TicketKind, TicketStatus};
+use crate::rpc::pb;
+use crate::rpc::pb::expert_service_client::ExpertServiceClient;
+use crate::rpc::pb::ticket_service_client::TicketServiceClient;
+use output::Printer;
+
+/// Where the server is and how to print.
+#[derive(Args, Clone, Debug)]
+pub struct ClientOptions {
+    /// The server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SWARMDESK_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// A skill as `tag:rank` (rank l1, l2 or l3), e.g. `network:l3`.
+fn parse_skill(raw: &str) -> Result<pb::Skill, String> {
+    let (tag, rank) = raw
+        .split_once(':')
+        .ok_or_else(|| format!("{raw:?}: expected tag:rank, e.g. network:l2"))?;
+    let rank: Rank = rank.parse()?;
+    Ok(pb::Skill {
+        tag: tag.to_owned(),
+        rank: rank.number(),
+    })
+}
+
+/// A requirement as `tag` or `tag:min_rank`, e.g. `network:l2`.
+fn parse_requirement(raw: &str) -> Result<pb::SkillRequirement, String> {
+    let (tag, min_rank) = match raw.split_once(':') {
+        Some((tag, rank)) => (tag, rank.parse::<Rank>()?.number()),
+        None => (raw, 0),
+    };
+    Ok(pb::SkillRequirement {
+        tag: tag.to_owned(),
+        min_rank,
+    })
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum ClientCommand {
+    /// Register an expert, or update their name, skills and capacity.
+    Register {
+        id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// tag:rank, repeatable (e.g. --skill network:l3 --skill office:l1).
+        #[arg(long = "skill", value_parser = parse_skill)]
+        skills: Vec<pb::Skill>,
+        /// Most open tickets owned at once (0: the default, 5).
+        #[arg(long, default_value_t = 0)]
+        capacity: u32,
+    },
+    /// List experts.
+    Experts {
+        #[arg(long, default_value_t = 0)]
+        page_size: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Show one expert.
+    Expert { id: String },
+    /// Set an expert available or away.
+    Presence {
+        id: String,
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(["available", "away"]))]
+        presence: String,
+    },
+    /// Create a ticket; it is routed to an owner at once if one is eligible.
+    Create {
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        requester: String,
+        /// tag or tag:min_rank, repeatable.
+        #[arg(long = "skill", value_parser = parse_requirement)]
+        skills: Vec<pb::SkillRequirement>,
+        /// p1 (critical) to p4.
+        #[arg(long, default_value = "p3")]
+        priority: Priority,
+        /// incident, service-request, change-request or question.
+        #[arg(long, default_value = "incident")]
+        kind: TicketKind,
+        /// chat, email, phone, portal, social or api.
+        #[arg(long, default_value = "api")]
+        channel: ContactChannel,
+        /// Makes retries safe: the same id returns the first ticket.
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// List tickets in creation order.
+    List {
+        #[arg(long)]
+        status: Option<TicketStatus>,
+        #[arg(long, default_value = "")]
+        owner: String,
+        #[arg(long, default_value = "")]
+        tag: String,
+        #[arg(long, default_value_t = 0)]
+        page_size: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Show one ticket.
+    Show { id: String },
+    /// Follow an expert's stream, one line per event, until interrupted.
+    Subscribe {
+        expert: String,
+        /// Skill channels (replaces the persisted set); none: the persisted set.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+        /// Resume after this position (printed with every event).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Stop after this many events (0: never).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Follow a ticket's public events, as a chat bot does.
+    Watch {
+        ticket: String,
+        #[arg(long, default_value_t = 0)]
+        after_seq: u64,
+        /// Stop after this many events (0: never).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Take an unowned ticket.
+    Claim { ticket: String, expert: String },
+    /// Join a ticket's swarm as a collaborator.
+    Join { ticket: String, expert: String },
+    /// Leave a ticket's swarm.
+    Leave { ticket: String, expert: String },
+    /// Post a message (public unless --internal).
+    Post {
+        ticket: String,
+        /// An expert id, or the ticket's requester.
+        #[arg(long)]
+        author: String,
+        #[arg(long)]
+        body: String,
+        /// Visible to the swarm only.
+        #[arg(long)]
+        internal: bool,
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Hand an owned ticket to another expert.
+    Transfer {
+        ticket: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Give up an owned ticket; routing runs again.
+    Release { ticket: String, expert: String },
+    /// Mark an owned ticket resolved.
+    Resolve {
+        ticket: String,
+        expert: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Move an owned ticket to any status (waiting-customer, closed, ...).
+    Status {
+        ticket: String,
+        expert: String,
+        status: TicketStatus,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Widen a ticket's swarm to more skill channels.
+    AskHelp {
+        ticket: String,
+        expert: String,
+        /// tag or tag:min_rank, repeatable.
+        #[arg(long = "skill", value_parser = parse_requirement, required = true)]
+        skills: Vec<pb::SkillRequirement>,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach {server}: {source}")]
+    Connect {
+        server: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{}: {}", .0.code(), .0.message())]
+    Rpc(#[from] tonic::Status),
+}
+
+async fn connect(server: &str) -> Result<Channel, CliError> {
+    let endpoint = Endpoint::from_shared(server.to_owned())
+        .map_err(|source| CliError::Connect {
+            server: server.to_owned(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5));
+    endpoint
+        .connect()
+        .await
+        .map_err(|source| CliError::Connect {
+            server: server.to_owned(),
+            source,
+        })
+}
+
+/// Runs one client command.
+pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), CliError> {
+    let channel = connect(&options.server).await?;
+    let mut tickets = TicketServiceClient::new(channel.clone());
+    let mut experts = ExpertServiceClient::new(channel);
+    let out = Printer { json: options.json };
+    match command {
+        ClientCommand::Register {
+            id,
+            name,
+            skills,
+            capacity,
+        } => {
+            let expert = pb::Expert {
+                id,
+                display_name: name,
+                skills,
+                capacity,
+                ..Default::default()
+            };
+            let reply = experts
+                .register_expert(pb::RegisterExpertRequest {
+                    expert: Some(expert),
+                })
+                .await?;
+            out.expert(&reply.into_inner());
+        }
+        ClientCommand::Experts {
+            page_size,
+            page_token,
+        } => {
+            let reply = experts
+                .list_experts(pb::ListExpertsRequest {
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            reply.experts.iter().for_each(|e| out.expert(e));
+            out.next_page(&reply.next_page_token);
+        }
+        ClientCommand::Expert { id } => {
+            let reply = experts.get_expert(pb::GetExpertRequest { id }).await?;
+            out.expert(&reply.into_inner());
+        }
+        ClientCommand::Presence { id, presence } => {
+            let presence = presence.parse::<Presence>().map_or(0, Presence::number);
+            let reply = experts
+                .set_presence(pb::SetPresenceRequest {
+                    expert_id: id,
+                    presence,
+                })
+                .await?;
+            out.expert(&reply.into_inner());
+        }
+        ClientCommand::Create {
+            title,
+            description,
+            requester,
+            skills,
+            priority,
+            kind,
+            channel,
+            request_id,
+        } => {
+            let reply = tickets
+                .create_ticket(pb::CreateTicketRequest {
+                    title,
+                    description,
+                    requester,
+                    channel: channel.number(),
+                    kind: kind.number(),
+                    priority: priority.number(),
+                    skills,
+                    request_id,
+                })
+                .await?
+                .into_inner();
+            if let Some(ticket) = &reply.ticket {
+                out.ticket(ticket);
+            }
+        }
+        ClientCommand::List {
+            status,
+            owner,
+            tag,
+            page_size,
+            page_token,
+        } => {
+            let reply = tickets
+                .list_tickets(pb::ListTicketsRequest {
+                    status: status.map_or(0, TicketStatus::number),
+                    owner_id: owner,
+                    tag,
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            reply.tickets.iter().for_each(|t| out.ticket(t));
+            out.next_page(&reply.next_page_token);
+        }
+        ClientCommand::Show { id } => {
+            let reply = tickets.get_ticket(pb::GetTicketRequest { id }).await?;
+            out.ticket_detail(&reply.into_inner());
+        }
+        ClientCommand::Subscribe {
+            expert,
+            channels,
+            after,
+            limit,
+        } => {
+            let mut stream = experts
+                .subscribe(pb::SubscribeRequest {
+                    expert_id: expert,
+                    channels,
+                    after_position: after,
+                })
+                .await?
+                .into_inner();
+            let mut seen = 0;
+            while let Some(event) = stream.message().await? {
+                out.swarm_event(&event);
+                seen += 1;
+                if seen == limit {
+                    break;
+                }
+            }
+        }
+        ClientCommand::Watch {
+            ticket,
+            after_seq,
+            limit,
+        } => {
+            let mut stream = tickets
+                .watch_ticket(pb::WatchTicketRequest {
+                    ticket_id: ticket,
+                    after_seq,
+                })
+                .await?
+                .into_inner();
+            let mut seen = 0;
+            while let Some(event) = stream.message().await? {
+                out.event(&event, None);
+                seen += 1;
+                if seen == limit {
+                    break;
+                }
+            }
+        }
+        ClientCommand::Claim { ticket, expert } => {
+            let reply = tickets
+                .claim_ticket(pb::ClaimTicketRequest {
+                    ticket_id: ticket,
+                    expert_id: expert,
+                })
+                .await?;
+            out.ticket(&reply.into_inner());
+        }
+        ClientCommand::Join { ticket, expert } => {
+            let reply = tickets
+                .join_swarm(pb::JoinSwarmRequest {
+                    ticket_id: ticket,
+                    expert_id: expert,
+                })
+                .await?;
+            out.ticket(&reply.into_inner());
+        }
+        ClientCommand::Leave { ticket, expert } => {
+            let reply = tickets
+                .leave_swarm(pb::LeaveSwarmRequest {
+                    ticket_id: ticket,
+                    expert_id: expert,
+                })
+                .await?;
+            out.ticket(&reply.into_inner());
+        }
+        ClientCommand::Post {
+            ticket,
+            author,
+            body,
+            internal,
+            request_id,
+        } => {
+            let visibility = if internal {
+                pb::Visibility::Internal
+            } else {
+                pb::Visibility::Public
+            };
+            let reply = tickets
+                .post_message(pb::PostMessageRequest {
+                    ticket_id: ticket,
+                    author_id: author,
+                    body,
+                    visibility: visibility as i32,
+                    request_id,
+                })
+                .await?;
+            out.event(&reply.into_inner(), None);
+        }
+        ClientCommand::Transfer { ticket, from, to } => {
+            let reply = tickets
+                .transfer_ticket(pb::TransferTicketRequest {
+                    ticket_id: ticket,
+                    from_expert_id: from,
+                    to_expert_id: to,
+                })
+                .await?;
+            out.ticket(&reply.into_inner());
+        }
+        ClientCommand::Release { ticket, expert } => {
+            let reply = tickets
+                .release_ticket(pb::ReleaseTicketRequest {
+                    ticket_id: ticket,
+                    expert_id: expert,
+                })
+                .await?;
+            out.ticket(&reply.into_inner());
+        }
+        ClientCommand::Resolve {
+            ticket,
+            expert,
+            note,
+        } => {
+            let reply = tickets
+                .update_status(pb::UpdateStatusRequest {
+                    ticket_id: ticket,
+                    expert_id: expert,
+                    status: TicketStatus::Resolved.number(),
+                    note,
+                })
+                .await?;
+            out.ticket(&reply.into_inner());
+        }
+        ClientCommand::Status {
+            ticket,
+            expert,
+            status,
+            note,
+        } => {
+            let reply = tickets
+                .update_status(pb::UpdateStatusRequest {
+                    ticket_id: ticket,
+                    expert_id: expert,
+                    status: status.number(),
+                    note,
+                })
+                .await?;
+            out.ticket(&reply.into_inner());
+        }
+        ClientCommand::AskHelp {
+            ticket,
+            expert,
+            skills,
+            note,
+        } => {
+            let reply = tickets
+                .request_help(pb::RequestHelpRequest {
+                    ticket_id: ticket,
+                    expert_id: expert,
+                    skills,
+                    note,
+                })
+                .await?;
+            out.ticket(&reply.into_inner());
+        }
+    }
+    Ok(())
+}

@@ -237,7 +237,12 @@ mod tests {
             choose_owner(all, &need("net", Rank::L1), &[]).map(|e| e.id.as_str()),
             Some("junior")
         );
-        assert!(choose_owner(all, &need("net", Rank::L1), std::slice::from_ref(&junior.id)).is_none());
+        assert!(choose_owner(
+            all,
+            &need("net", Rank::L1),
+            std::slice::from_ref(&junior.id)
+        )
+        .is_none());
     }
 
     #[test]

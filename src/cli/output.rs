@@ -1,0 +1,244 @@
+//! How client commands print: aligned text for people, JSON lines for scripts.
+
+use serde_json::{json, Value};
+
+use crate::domain::{
+    ContactChannel, Presence, Priority, Rank, SwarmReason, TicketKind, TicketStatus, Visibility,
+};
+use crate::rpc::pb;
+
+fn label<T: std::fmt::Display>(n: i32, from: fn(i32) -> Option<T>) -> String {
+    from(n).map_or_else(|| "unspecified".to_owned(), |v| v.to_string())
+}
+
+fn time(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .map(|t| format!("{}.{:06}", t.seconds, t.nanos / 1000))
+        .unwrap_or_default()
+}
+
+fn requirements(skills: &[pb::SkillRequirement]) -> Vec<String> {
+    skills
+        .iter()
+        .map(|s| format!("{}:{}", s.tag, label(s.min_rank, Rank::from_number)))
+        .collect()
+}
+
+fn ticket_json(t: &pb::Ticket) -> Value {
+    json!({
+        "id": t.id,
+        "title": t.title,
+        "description": t.description,
+        "requester": t.requester,
+        "channel": label(t.channel, ContactChannel::from_number),
+        "kind": label(t.kind, TicketKind::from_number),
+        "priority": label(t.priority, Priority::from_number),
+        "skills": requirements(&t.skills),
+        "help_tags": t.help_tags,
+        "status": label(t.status, TicketStatus::from_number),
+        "owner_id": t.owner_id,
+        "swarm_member_ids": t.swarm_member_ids,
+        "created_at": time(&t.created_at),
+        "updated_at": time(&t.updated_at),
+        "version": t.version,
+    })
+}
+
+fn event_type(n: i32) -> String {
+    pb::TicketEventType::try_from(n)
+        .map(|t| {
+            t.as_str_name()
+                .trim_start_matches("TICKET_EVENT_TYPE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn payload_text(e: &pb::TicketEvent) -> String {
+    use pb::ticket_event::Payload;
+    match &e.payload {
+        Some(Payload::Message(m)) => format!(
+            "[{}] {}",
+            label(m.visibility, Visibility::from_number),
+            m.body
+        ),
+        Some(Payload::OwnerChanged(o)) => format!(
+            "owner {} -> {}",
+            if o.from_expert_id.is_empty() {
+                "-"
+            } else {
+                &o.from_expert_id
+            },
+            if o.to_expert_id.is_empty() {
+                "-"
+            } else {
+                &o.to_expert_id
+            }
+        ),
+        Some(Payload::StatusChanged(s)) => format!(
+            "{} -> {}{}",
+            label(s.from, TicketStatus::from_number),
+            label(s.to, TicketStatus::from_number),
+            if s.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.note)
+            }
+        ),
+        Some(Payload::HelpRequested(h)) => format!(
+            "help wanted: {} {}",
+            requirements(&h.skills).join(","),
+            h.note
+        ),
+        Some(Payload::MemberChanged(m)) => m.expert_id.clone(),
+        None => String::new(),
+    }
+}
+
+fn event_json(e: &pb::TicketEvent, reason: Option<i32>) -> Value {
+    let mut v = json!({
+        "position": e.position,
+        "ticket_id": e.ticket_id,
+        "ticket_seq": e.ticket_seq,
+        "at": time(&e.at),
+        "type": event_type(e.r#type),
+        "actor_id": e.actor_id,
+        "detail": payload_text(e),
+        "ticket": e.ticket.as_ref().map(ticket_json),
+    });
+    if let Some(reason) = reason {
+        v["reason"] = json!(label(reason, SwarmReason::from_number));
+    }
+    v
+}
+
+/// Prints replies in the chosen format.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Printer {
+    pub(super) json: bool,
+}
+
+impl Printer {
+    pub(super) fn ticket(&self, t: &pb::Ticket) {
+        if self.json {
+            println!("{}", ticket_json(t));
+            return;
+        }
+        let owner = if t.owner_id.is_empty() {
+            "-"
+        } else {
+            &t.owner_id
+        };
+        println!(
+            "{:<8} {:<16} owner={:<12} {} {:<16} {:?} [{}]",
+            t.id,
+            label(t.status, TicketStatus::from_number),
+            owner,
+            label(t.priority, Priority::from_number),
+            label(t.kind, TicketKind::from_number),
+            t.title,
+            requirements(&t.skills).join(" ")
+        );
+    }
+
+    pub(super) fn ticket_detail(&self, t: &pb::Ticket) {
+        if self.json {
+            println!("{}", ticket_json(t));
+            return;
+        }
+        self.ticket(t);
+        println!(
+            "  requester: {}  channel: {}",
+            t.requester,
+            label(t.channel, ContactChannel::from_number)
+        );
+        if !t.swarm_member_ids.is_empty() {
+            println!("  swarm: {}", t.swarm_member_ids.join(", "));
+        }
+        if !t.help_tags.is_empty() {
+            println!("  help asked from: {}", t.help_tags.join(", "));
+        }
+        println!(
+            "  version: {}  created: {}  updated: {}",
+            t.version,
+            time(&t.created_at),
+            time(&t.updated_at)
+        );
+        if !t.description.is_empty() {
+            println!("  {}", t.description);
+        }
+    }
+
+    pub(super) fn expert(&self, e: &pb::Expert) {
+        let skills: Vec<String> = e
+            .skills
+            .iter()
+            .map(|s| format!("{}:{}", s.tag, label(s.rank, Rank::from_number)))
+            .collect();
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "id": e.id,
+                    "display_name": e.display_name,
+                    "skills": skills,
+                    "capacity": e.capacity,
+                    "online": e.online,
+                    "owned_open": e.owned_open,
+                    "presence": label(e.presence, Presence::from_number),
+                    "channels": e.channels,
+                })
+            );
+            return;
+        }
+        println!(
+            "{:<12} {:<8} {:<9} load={}/{} [{}] {}",
+            e.id,
+            if e.online { "online" } else { "offline" },
+            label(e.presence, Presence::from_number),
+            e.owned_open,
+            e.capacity,
+            skills.join(" "),
+            e.display_name
+        );
+    }
+
+    pub(super) fn event(&self, e: &pb::TicketEvent, reason: Option<i32>) {
+        if self.json {
+            println!("{}", event_json(e, reason));
+            return;
+        }
+        let reason = reason
+            .map(|r| format!("{:<15}", label(r, SwarmReason::from_number)))
+            .unwrap_or_default();
+        let title = e.ticket.as_ref().map(|t| t.title.as_str()).unwrap_or("");
+        println!(
+            "@{:<6} {}{:<6} #{:<3} {:<15} by {:<10} {:?} {}",
+            e.position,
+            reason,
+            e.ticket_id,
+            e.ticket_seq,
+            event_type(e.r#type),
+            e.actor_id,
+            title,
+            payload_text(e)
+        );
+    }
+
+    pub(super) fn swarm_event(&self, e: &pb::SwarmEvent) {
+        if let Some(event) = &e.event {
+            self.event(event, Some(e.reason));
+        }
+    }
+
+    pub(super) fn next_page(&self, token: &str) {
+        if token.is_empty() {
+            return;
+        }
+        if self.json {
+            println!("{}", json!({ "next_page_token": token }));
+        } else {
+            println!("(more: --page-token {token})");
+        }
+    }
+}
