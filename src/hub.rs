@@ -473,3 +473,137 @@ impl AsMut<Subscription> for Subscription {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::model::*;
+    use crate::domain::EventKind;
+    use crate::store::sled::{SledConfig, SledStore};
+    use crate::store::{Commit, NewEvent};
+
+    fn tag(s: &str) -> Tag {
+        Tag::parse("t", s).unwrap()
+    }
+
+    /// Stores one new ticket tagged `tag_name`; returns its creation position.
+    async fn create(store: &SledStore, tag_name: &str) -> u64 {
+        let id = store.allocate_ticket_id().unwrap();
+        let receipt = store
+            .commit(Commit {
+                ticket: id,
+                header: Some(Arc::new(TicketHeader {
+                    id,
+                    title: "t".into(),
+                    description: String::new(),
+                    requester: "c".into(),
+                    channel: ContactChannel::Api,
+                    kind: TicketKind::Question,
+                    priority: Priority::P3,
+                    skills: vec![SkillRequirement {
+                        tag: tag(tag_name),
+                        min_rank: Rank::L1,
+                    }],
+                    created_at: 0,
+                })),
+                expected_version: 0,
+                events: vec![NewEvent {
+                    at: 0,
+                    actor: "c".into(),
+                    kind: EventKind::Created,
+                    state: TicketState {
+                        status: TicketStatus::Open,
+                        owner: None,
+                        members: vec![],
+                        help_tags: vec![],
+                        declined: vec![],
+                        updated_at: 0,
+                        version: 1,
+                    },
+                }],
+                experts: vec![],
+                idempotency_key: None,
+            })
+            .unwrap();
+        store.wait_durable(receipt.lsn).await.unwrap();
+        receipt.events[0].position
+    }
+
+    fn viewer(channel: &str) -> Filter {
+        Filter::Expert(Viewer {
+            expert: ExpertId::parse("e", "ann").unwrap(),
+            channels: [tag(channel)].into_iter().collect(),
+            skills: vec![],
+        })
+    }
+
+    async fn next_position(sub: &mut Subscription) -> u64 {
+        tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("subscription stalled")
+            .expect("subscription ended")
+            .event
+            .position
+    }
+
+    #[tokio::test]
+    async fn a_stalled_subscriber_is_dropped_and_catches_up_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::new(2);
+        let store =
+            Arc::new(SledStore::open(&SledConfig::new(dir.path()), Arc::new(hub.clone())).unwrap());
+        let before = create(&store, "net").await;
+        let mut sub = hub.subscribe(
+            store.clone(),
+            viewer("net"),
+            Start::AfterPosition(0),
+            CancellationToken::new(),
+        );
+        let mut expected = vec![before];
+        for i in 0..20 {
+            // Every third ticket is on another channel and must be skipped.
+            let channel = if i % 3 == 0 { "office" } else { "net" };
+            let position = create(&store, channel).await;
+            if channel == "net" {
+                expected.push(position);
+            }
+        }
+        // The buffer of 2 overflowed long ago: the hub dropped the feed.
+        assert_eq!(hub.subscriber_count(), 0);
+        let mut got = Vec::new();
+        for _ in 0..expected.len() {
+            got.push(next_position(&mut sub).await);
+        }
+        assert_eq!(got, expected);
+        // Re-registered, and live again.
+        assert_eq!(hub.subscriber_count(), 1);
+        let live = create(&store, "net").await;
+        assert_eq!(next_position(&mut sub).await, live);
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_a_subscription_with_its_last_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::new(16);
+        let store =
+            Arc::new(SledStore::open(&SledConfig::new(dir.path()), Arc::new(hub.clone())).unwrap());
+        let token = CancellationToken::new();
+        let mut sub = hub.subscribe(
+            store.clone(),
+            viewer("net"),
+            Start::AfterPosition(0),
+            token.clone(),
+        );
+        let p = create(&store, "net").await;
+        assert_eq!(next_position(&mut sub).await, p);
+        token.cancel();
+        match sub.next().await {
+            Err(StreamEnd::ShuttingDown { last_position }) => assert_eq!(last_position, p),
+            other => panic!("expected a shutdown end, got {other:?}"),
+        }
+        drop(sub);
+        assert_eq!(hub.subscriber_count(), 0, "dropping unregisters");
+    }
+}

@@ -1,0 +1,276 @@
+//! Starts the real server on an ephemeral port with a temporary data dir,
+//! and small helpers for talking to it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use swarmdesk::rpc::pb;
+use swarmdesk::rpc::pb::expert_service_client::ExpertServiceClient;
+use swarmdesk::rpc::pb::ticket_service_client::TicketServiceClient;
+use swarmdesk::server::{self, ServerConfig};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::Streaming;
+
+/// How long any single wait in a test may take before it fails loudly.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub tickets: TicketServiceClient<Channel>,
+    pub experts: ExpertServiceClient<Channel>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), server::ServerError>>>,
+    pub data_dir: PathBuf,
+    _dir: Option<TempDir>,
+}
+
+pub async fn spawn_server() -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let mut server = spawn_server_with(ServerConfig::new(&path)).await;
+    server._dir = Some(dir);
+    server
+}
+
+pub async fn spawn_server_with(config: ServerConfig) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let data_dir = config.data_dir.clone();
+    let handle = tokio::spawn(server::run(listener, config, async {
+        let _ = rx.await;
+    }));
+    let channel = connect(addr).await;
+    TestServer {
+        addr,
+        tickets: TicketServiceClient::new(channel.clone()),
+        experts: ExpertServiceClient::new(channel),
+        shutdown: Some(tx),
+        handle: Some(handle),
+        data_dir,
+        _dir: None,
+    }
+}
+
+pub async fn connect(addr: std::net::SocketAddr) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    for _ in 0..200 {
+        if let Ok(channel) = endpoint.connect().await {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("server at {addr} never accepted a connection");
+}
+
+impl TestServer {
+    /// Shuts the server down cleanly and keeps its data dir for a restart.
+    pub async fn stop(mut self) -> Option<TempDir> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(WAIT, handle)
+                .await
+                .expect("server did not stop in time")
+                .unwrap()
+                .unwrap();
+        }
+        self._dir.take()
+    }
+
+    /// Stops and starts again on the same data dir.
+    pub async fn restart(self) -> TestServer {
+        let path = self.data_dir.clone();
+        let dir = self.stop().await;
+        let mut server = spawn_server_with(ServerConfig::new(path)).await;
+        server._dir = dir;
+        server
+    }
+
+    pub async fn register(&self, id: &str, skills: &[(&str, i32)], capacity: u32) -> pb::Expert {
+        self.experts
+            .clone()
+            .register_expert(pb::RegisterExpertRequest {
+                expert: Some(pb::Expert {
+                    id: id.into(),
+                    display_name: id.to_uppercase(),
+                    skills: skills
+                        .iter()
+                        .map(|(t, r)| pb::Skill {
+                            tag: (*t).into(),
+                            rank: *r,
+                        })
+                        .collect(),
+                    capacity,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn subscribe(&self, expert: &str) -> Streaming<pb::SwarmEvent> {
+        self.subscribe_with(expert, &[], 0).await.unwrap()
+    }
+
+    pub async fn subscribe_with(
+        &self,
+        expert: &str,
+        channels: &[&str],
+        after: u64,
+    ) -> Result<Streaming<pb::SwarmEvent>, tonic::Status> {
+        self.experts
+            .clone()
+            .subscribe(pb::SubscribeRequest {
+                expert_id: expert.into(),
+                channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+                after_position: after,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn create(&self, title: &str, skills: &[(&str, i32)], priority: i32) -> pb::Ticket {
+        self.try_create(title, skills, priority).await.unwrap()
+    }
+
+    pub async fn try_create(
+        &self,
+        title: &str,
+        skills: &[(&str, i32)],
+        priority: i32,
+    ) -> Result<pb::Ticket, tonic::Status> {
+        self.tickets
+            .clone()
+            .create_ticket(create_request(title, skills, priority))
+            .await
+            .map(|r| r.into_inner().ticket.unwrap())
+    }
+
+    pub async fn get(&self, id: &str) -> pb::Ticket {
+        self.tickets
+            .clone()
+            .get_ticket(pb::GetTicketRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn expert(&self, id: &str) -> pb::Expert {
+        self.experts
+            .clone()
+            .get_expert(pb::GetExpertRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn claim(&self, ticket: &str, expert: &str) -> Result<pb::Ticket, tonic::Status> {
+        self.tickets
+            .clone()
+            .claim_ticket(pb::ClaimTicketRequest {
+                ticket_id: ticket.into(),
+                expert_id: expert.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn set_status(
+        &self,
+        ticket: &str,
+        expert: &str,
+        status: pb::TicketStatus,
+    ) -> Result<pb::Ticket, tonic::Status> {
+        self.tickets
+            .clone()
+            .update_status(pb::UpdateStatusRequest {
+                ticket_id: ticket.into(),
+                expert_id: expert.into(),
+                status: status as i32,
+                note: String::new(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn post(
+        &self,
+        ticket: &str,
+        author: &str,
+        body: &str,
+        visibility: pb::Visibility,
+    ) -> Result<pb::TicketEvent, tonic::Status> {
+        self.tickets
+            .clone()
+            .post_message(pb::PostMessageRequest {
+                ticket_id: ticket.into(),
+                author_id: author.into(),
+                body: body.into(),
+                visibility: visibility as i32,
+                request_id: String::new(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+pub fn create_request(
+    title: &str,
+    skills: &[(&str, i32)],
+    priority: i32,
+) -> pb::CreateTicketRequest {
+    pb::CreateTicketRequest {
+        title: title.into(),
+        description: format!("{title}: details"),
+        requester: "customer-1".into(),
+        channel: pb::Channel::Chat as i32,
+        kind: pb::TicketKind::Incident as i32,
+        priority,
+        skills: skills
+            .iter()
+            .map(|(t, r)| pb::SkillRequirement {
+                tag: (*t).into(),
+                min_rank: *r,
+            })
+            .collect(),
+        request_id: String::new(),
+    }
+}
+
+pub const L1: i32 = pb::Rank::L1 as i32;
+pub const L2: i32 = pb::Rank::L2 as i32;
+pub const L3: i32 = pb::Rank::L3 as i32;
+pub const P1: i32 = pb::Priority::P1 as i32;
+pub const P2: i32 = pb::Priority::P2 as i32;
+pub const P3: i32 = pb::Priority::P3 as i32;
+
+/// The next message of a stream, failing the test if none comes in time.
+pub async fn next<T>(stream: &mut Streaming<T>) -> T {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("timed out waiting for a stream message")
+        .expect("stream failed")
+        .expect("stream ended")
+}
+
+/// (ticket id, reason, event type) of a swarm event, for compact asserts.
+pub fn summary(e: &pb::SwarmEvent) -> (String, pb::SwarmEventReason, pb::TicketEventType) {
+    let event = e.event.as_ref().unwrap();
+    (
+        event.ticket_id.clone(),
+        pb::SwarmEventReason::try_from(e.reason).unwrap(),
+        pb::TicketEventType::try_from(event.r#type).unwrap(),
+    )
+}
+
+/// The path of the swarmdesk binary cargo built for these tests.
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_swarmdesk"))
+}
