@@ -182,17 +182,19 @@ impl SledStore {
             // The committer flushes every write; a second flusher would only contend.
             .flush_every_ms(None)
             .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            .map_err(|e| {
+                // sled reports a held file lock as an I/O error with this text.
+                if e.to_string().contains("could not acquire lock") {
                     StoreError::Backend(format!(
                         "data dir {} is in use by another running server",
                         config.path.display()
                     ))
+                } else {
+                    StoreError::Backend(format!(
+                        "cannot open data dir {}: {e}",
+                        config.path.display()
+                    ))
                 }
-                other => StoreError::Backend(format!(
-                    "cannot open data dir {}: {other}",
-                    config.path.display()
-                )),
             })?;
         match db.get(SCHEMA_KEY).map_err(backend)? {
             None => {
