@@ -177,7 +177,10 @@ async fn clean_restart_of_the_binary_keeps_everything() {
     assert_eq!(before.0, after.0, "tickets");
     assert_eq!(before.1, after.1, "events and their positions");
     assert_eq!(after.2.owned_open, 5);
-    assert_eq!(after.2.channels, vec!["network".to_owned(), "office".to_owned()]);
+    assert_eq!(
+        after.2.channels,
+        vec!["network".to_owned(), "office".to_owned()]
+    );
     let mut server = server;
     sigterm(&server.child);
     wait_exit(&mut server.child).await;
@@ -232,7 +235,11 @@ async fn kill_9_loses_no_acknowledged_write() {
     while let Some(a) = acked_rx.recv().await {
         acknowledged.push(a);
     }
-    assert!(acknowledged.len() > 50, "too few writes to mean anything: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 50,
+        "too few writes to mean anything: {}",
+        acknowledged.len()
+    );
 
     let server = start(dir.path());
     let (mut tickets, mut experts) = clients(server.addr).await;

@@ -26,18 +26,67 @@ async fn bad_tickets_are_refused_with_the_field_named_and_nothing_stored() {
     let mut tickets = server.tickets.clone();
     let base = || create_request("fine title", &[("network", L1)], P3);
     let cases: Vec<(pb::CreateTicketRequest, Code, &str)> = vec![
-        (pb::CreateTicketRequest { title: String::new(), ..base() }, Code::InvalidArgument, "title"),
-        (pb::CreateTicketRequest { title: "   ".into(), ..base() }, Code::InvalidArgument, "title"),
-        (pb::CreateTicketRequest { title: "t".repeat(201), ..base() }, Code::InvalidArgument, "title"),
         (
-            pb::CreateTicketRequest { description: "d".repeat(64 * 1024 + 1), ..base() },
+            pb::CreateTicketRequest {
+                title: String::new(),
+                ..base()
+            },
+            Code::InvalidArgument,
+            "title",
+        ),
+        (
+            pb::CreateTicketRequest {
+                title: "   ".into(),
+                ..base()
+            },
+            Code::InvalidArgument,
+            "title",
+        ),
+        (
+            pb::CreateTicketRequest {
+                title: "t".repeat(201),
+                ..base()
+            },
+            Code::InvalidArgument,
+            "title",
+        ),
+        (
+            pb::CreateTicketRequest {
+                description: "d".repeat(64 * 1024 + 1),
+                ..base()
+            },
             Code::InvalidArgument,
             "description",
         ),
-        (pb::CreateTicketRequest { requester: String::new(), ..base() }, Code::InvalidArgument, "requester"),
-        (pb::CreateTicketRequest { priority: 9, ..base() }, Code::InvalidArgument, "priority"),
-        (pb::CreateTicketRequest { channel: 99, ..base() }, Code::InvalidArgument, "channel"),
-        (pb::CreateTicketRequest { kind: -1, ..base() }, Code::InvalidArgument, "kind"),
+        (
+            pb::CreateTicketRequest {
+                requester: String::new(),
+                ..base()
+            },
+            Code::InvalidArgument,
+            "requester",
+        ),
+        (
+            pb::CreateTicketRequest {
+                priority: 9,
+                ..base()
+            },
+            Code::InvalidArgument,
+            "priority",
+        ),
+        (
+            pb::CreateTicketRequest {
+                channel: 99,
+                ..base()
+            },
+            Code::InvalidArgument,
+            "channel",
+        ),
+        (
+            pb::CreateTicketRequest { kind: -1, ..base() },
+            Code::InvalidArgument,
+            "kind",
+        ),
         (
             create_request("t", &[("Network", L1)], P3),
             Code::InvalidArgument,
@@ -53,7 +102,11 @@ async fn bad_tickets_are_refused_with_the_field_named_and_nothing_stored() {
             Code::InvalidArgument,
             "skills[0].tag",
         ),
-        (create_request("t", &[("net", 7)], P3), Code::InvalidArgument, "skills[0].min_rank"),
+        (
+            create_request("t", &[("net", 7)], P3),
+            Code::InvalidArgument,
+            "skills[0].min_rank",
+        ),
         (
             create_request("t", &[("net", L1), ("net", L2)], P3),
             Code::InvalidArgument,
@@ -91,9 +144,15 @@ async fn bad_tickets_are_refused_with_the_field_named_and_nothing_stored() {
         .await
         .unwrap()
         .into_inner();
-    assert!(page.tickets.is_empty(), "nothing was stored: {:?}", page.tickets);
+    assert!(
+        page.tickets.is_empty(),
+        "nothing was stored: {:?}",
+        page.tickets
+    );
     // And the server still works.
-    server.create("fine after all", &[("network", L1)], P3).await;
+    server
+        .create("fine after all", &[("network", L1)], P3)
+        .await;
 }
 
 #[tokio::test]
@@ -114,7 +173,9 @@ async fn bad_experts_and_subscriptions_are_refused() {
         rank,
     };
     expect(
-        experts.register_expert(pb::RegisterExpertRequest { expert: None }).await,
+        experts
+            .register_expert(pb::RegisterExpertRequest { expert: None })
+            .await,
         Code::InvalidArgument,
         "expert",
     );
@@ -124,17 +185,23 @@ async fn bad_experts_and_subscriptions_are_refused() {
         "expert.id",
     );
     expect(
-        experts.register_expert(expert("has space", vec![], 0)).await,
+        experts
+            .register_expert(expert("has space", vec![], 0))
+            .await,
         Code::InvalidArgument,
         "expert.id",
     );
     expect(
-        experts.register_expert(expert("ann", vec![skill("net", 0)], 0)).await,
+        experts
+            .register_expert(expert("ann", vec![skill("net", 0)], 0))
+            .await,
         Code::InvalidArgument,
         "expert.skills[0].rank",
     );
     expect(
-        experts.register_expert(expert("ann", vec![skill("net", 4)], 0)).await,
+        experts
+            .register_expert(expert("ann", vec![skill("net", 4)], 0))
+            .await,
         Code::InvalidArgument,
         "expert.skills[0].rank",
     );
@@ -144,19 +211,28 @@ async fn bad_experts_and_subscriptions_are_refused() {
         "expert.capacity",
     );
     expect(
-        experts.get_expert(pb::GetExpertRequest { id: "ann".into() }).await,
+        experts
+            .get_expert(pb::GetExpertRequest { id: "ann".into() })
+            .await,
         Code::NotFound,
         "ann",
     );
     // Capacity 0 means the default.
-    let ann = experts.register_expert(expert("ann", vec![skill("net", L2)], 0)).await.unwrap();
+    let ann = experts
+        .register_expert(expert("ann", vec![skill("net", L2)], 0))
+        .await
+        .unwrap();
     assert_eq!(ann.into_inner().capacity, 5);
     expect(
         server.subscribe_with("ann", &["NET"], 0).await,
         Code::InvalidArgument,
         "channels[0]",
     );
-    expect(server.subscribe_with("nobody", &[], 0).await, Code::NotFound, "nobody");
+    expect(
+        server.subscribe_with("nobody", &[], 0).await,
+        Code::NotFound,
+        "nobody",
+    );
     expect(
         experts
             .set_presence(pb::SetPresenceRequest {
@@ -191,25 +267,41 @@ async fn bad_ticket_operations_are_refused_and_change_nothing() {
     let mut tickets = server.tickets.clone();
 
     expect(
-        tickets.get_ticket(pb::GetTicketRequest { id: "T-999".into() }).await,
+        tickets
+            .get_ticket(pb::GetTicketRequest { id: "T-999".into() })
+            .await,
         Code::NotFound,
         "T-999",
     );
     expect(
-        tickets.get_ticket(pb::GetTicketRequest { id: "999".into() }).await,
+        tickets
+            .get_ticket(pb::GetTicketRequest { id: "999".into() })
+            .await,
         Code::InvalidArgument,
         "id",
     );
     expect(server.claim("T-999", "ann").await, Code::NotFound, "T-999");
-    expect(server.claim(&t.id, "nobody").await, Code::NotFound, "nobody");
-    expect(server.claim(&t.id, "").await, Code::InvalidArgument, "expert_id");
     expect(
-        server.set_status(&t.id, "ann", pb::TicketStatus::Resolved).await,
+        server.claim(&t.id, "nobody").await,
+        Code::NotFound,
+        "nobody",
+    );
+    expect(
+        server.claim(&t.id, "").await,
+        Code::InvalidArgument,
+        "expert_id",
+    );
+    expect(
+        server
+            .set_status(&t.id, "ann", pb::TicketStatus::Resolved)
+            .await,
         Code::FailedPrecondition,
         "not owned",
     );
     expect(
-        server.set_status(&t.id, "ann", pb::TicketStatus::Unspecified).await,
+        server
+            .set_status(&t.id, "ann", pb::TicketStatus::Unspecified)
+            .await,
         Code::InvalidArgument,
         "status",
     );
@@ -226,17 +318,23 @@ async fn bad_ticket_operations_are_refused_and_change_nothing() {
         "status",
     );
     expect(
-        server.post(&t.id, "ann", "x", pb::Visibility::Unspecified).await,
+        server
+            .post(&t.id, "ann", "x", pb::Visibility::Unspecified)
+            .await,
         Code::InvalidArgument,
         "visibility",
     );
     expect(
-        server.post(&t.id, "ann", "  ", pb::Visibility::Public).await,
+        server
+            .post(&t.id, "ann", "  ", pb::Visibility::Public)
+            .await,
         Code::InvalidArgument,
         "body",
     );
     expect(
-        server.post(&t.id, "stranger", "hi", pb::Visibility::Public).await,
+        server
+            .post(&t.id, "stranger", "hi", pb::Visibility::Public)
+            .await,
         Code::NotFound,
         "stranger",
     );
@@ -287,7 +385,11 @@ async fn bad_ticket_operations_are_refused_and_change_nothing() {
     );
     // Ranks: ann holds net:L2, the ticket below needs L3.
     let senior = server.create("senior only", &[("net", L3)], P3).await;
-    expect(server.claim(&senior.id, "ann").await, Code::PermissionDenied, "net");
+    expect(
+        server.claim(&senior.id, "ann").await,
+        Code::PermissionDenied,
+        "net",
+    );
 
     let after = server.get(&t.id).await;
     assert_eq!(after.version, 1, "nothing was recorded on the ticket");
