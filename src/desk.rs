@@ -866,7 +866,14 @@ impl Desk {
                 format!("at most {MAX_CHANNELS} channels, got {}", channels.len()),
             ));
         }
-        let (subscription, presence, lsn) = {
+        let published = self.inner.hub.published();
+        if after_position > published {
+            return Err(DeskError::invalid(
+                "after_position",
+                format!("{after_position} is beyond the last position, {published}"),
+            ));
+        }
+        let (subscription, presence_routed, lsn) = {
             let mut state = self.lock();
             let mut expert = state.expert(id)?.clone();
             let mut lsn = 0;
@@ -893,13 +900,15 @@ impl Desk {
                 self.shutdown_token(),
             );
             *state.online.entry(id.clone()).or_insert(0) += 1;
-            let presence = OnlineGuard {
-                desk: self.clone(),
-                expert: id.clone(),
-            };
-            lsn = lsn.max(self.route_waiting_to(&mut state, id)?.lsn);
-            (subscription, presence, lsn)
+            let routed = self.route_waiting_to(&mut state, id);
+            (subscription, routed, lsn)
         };
+        // Created after the lock is released: the guard's Drop takes it.
+        let presence = OnlineGuard {
+            desk: self.clone(),
+            expert: id.clone(),
+        };
+        let lsn = lsn.max(presence_routed?.lsn);
         self.durable(lsn).await?;
         Ok(ExpertStream {
             subscription,

@@ -218,6 +218,11 @@ impl Hub {
         (registration, rx, watermark)
     }
 
+    /// The last position handed to subscribers (every event up to it is durable).
+    pub fn published(&self) -> u64 {
+        self.shared.published.load(Ordering::Acquire)
+    }
+
     /// Open subscriptions, for tests and metrics.
     pub fn subscriber_count(&self) -> usize {
         self.read().subscribers.len()
