@@ -1,5 +1,6 @@
 //! Compiles proto/swarmdesk/v1 with protox (no system protoc) into OUT_DIR,
-//! along with the descriptor set that server reflection serves.
+//! along with the descriptor set that server reflection serves (the public
+//! API only, not the benchmark's baseline service).
 
 use std::{env, fs, path::PathBuf};
 
@@ -9,13 +10,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build only watches the files it is given; watch the folder.
     println!("cargo:rerun-if-changed=proto");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let fds = protox::compile(["swarmdesk/v1/swarmdesk.proto"], ["proto"])?;
+    let api = protox::compile(["swarmdesk/v1/swarmdesk.proto"], ["proto"])?;
     fs::write(
         out_dir.join("swarmdesk_descriptor.bin"),
-        fds.encode_to_vec(),
+        api.encode_to_vec(),
+    )?;
+    let all = protox::compile(
+        [
+            "swarmdesk/v1/swarmdesk.proto",
+            "swarmdesk/v1/bench_baseline.proto",
+        ],
+        ["proto"],
     )?;
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
-        .compile_fds(fds)?;
+        .compile_fds(all)?;
     Ok(())
 }

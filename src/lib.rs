@@ -16,8 +16,10 @@
 //!   service.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`cli`]: the `swarmdesk` command's client subcommands.
+//! - [`bench`]: `swarmdesk bench`, the benchmark against a bare baseline.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod desk;
 pub mod domain;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use swarmdesk::bench::{self, BenchArgs};
 use swarmdesk::cli::{self, ClientCommand, ClientOptions};
 use swarmdesk::server::{self, ServerConfig};
 use tracing_subscriber::EnvFilter;
@@ -27,6 +28,14 @@ struct Cli {
 enum Command {
     /// Run the server (embedded sled store; no other service needed).
     Serve(ServeArgs),
+    /// Measure swarmdesk beside a bare tonic baseline (see docs/PERFORMANCE.md).
+    Bench(BenchArgs),
+    /// The benchmark's bare baseline server (started by `bench`).
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -97,11 +106,19 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+async fn serve_baseline(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    bench::baseline::serve(listener, 4096).await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Bench(args) => bench::run(args).await.map_err(Into::into),
+        Command::BenchBaseline { listen } => serve_baseline(listen).await,
         Command::Client(command) => cli::run(&cli.client, command).await.map_err(Into::into),
     };
     match result {

@@ -1,0 +1,783 @@
+//! The scenarios of `swarmdesk bench`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use super::procs::{self, ServerProcess};
+use super::{progress, BenchError, Plan, Report};
+use crate::domain::{
+    ContactChannel, EventKind, Expert, ExpertId, Presence, Priority, Rank, Skill, SkillRequirement,
+    Tag, TicketEvent, TicketHeader, TicketKind, TicketState, TicketStatus,
+};
+use crate::rpc::pb;
+use crate::rpc::pb::bench_baseline_client::BenchBaselineClient;
+use crate::rpc::pb::expert_service_client::ExpertServiceClient;
+use crate::rpc::pb::ticket_service_client::TicketServiceClient;
+use crate::store::sled::{SledConfig, SledStore};
+use crate::store::{Commit, EventSink, NewEvent, Store};
+
+type Call = Arc<
+    dyn Fn(Channel, u64) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>> + Send + Sync,
+>;
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 100 s at 3 significant figures.
+    Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX)) as u64
+}
+
+/// Results of one closed-loop run.
+struct Load {
+    ops: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `concurrency` workers over `channels`, each calling back-to-back until
+/// `duration` has passed. Any error fails the run: a benchmark that drops
+/// errors measures nothing.
+async fn closed_loop(
+    channels: &[Channel],
+    concurrency: usize,
+    duration: Duration,
+    sequence: &Arc<AtomicU64>,
+    call: Call,
+) -> Result<Load, BenchError> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = JoinSet::new();
+    for w in 0..concurrency {
+        let channel = channels[w % channels.len()].clone();
+        let call = call.clone();
+        let sequence = sequence.clone();
+        workers.spawn(async move {
+            let mut latency = histogram();
+            let mut ops = 0u64;
+            while Instant::now() < deadline {
+                let seq = sequence.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
+                call(channel.clone(), seq).await?;
+                let _ = latency.record(micros(t0.elapsed()).max(1));
+                ops += 1;
+            }
+            Ok::<_, Status>((ops, latency))
+        });
+    }
+    let mut total = Load {
+        ops: 0,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+    };
+    while let Some(result) = workers.join_next().await {
+        let (ops, latency) = result.map_err(|e| BenchError::Failed(e.to_string()))??;
+        total.ops += ops;
+        let _ = total.latency.add(&latency);
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
+fn create_request(seq: u64, skills: usize) -> pb::CreateTicketRequest {
+    pb::CreateTicketRequest {
+        title: format!("bench ticket {seq}"),
+        description: "x".repeat(256),
+        requester: "bench-customer".into(),
+        channel: pb::Channel::Chat as i32,
+        kind: pb::TicketKind::Incident as i32,
+        priority: pb::Priority::P3 as i32,
+        skills: vec![pb::SkillRequirement {
+            tag: format!("s{}", seq % skills.max(1) as u64),
+            min_rank: pb::Rank::L1 as i32,
+        }],
+        request_id: String::new(),
+    }
+}
+
+fn create_call(skills: usize) -> Call {
+    Arc::new(move |channel, seq| {
+        Box::pin(async move {
+            TicketServiceClient::new(channel)
+                .create_ticket(create_request(seq, skills))
+                .await
+                .map(drop)
+        })
+    })
+}
+
+fn echo_call(skills: usize) -> Call {
+    Arc::new(move |channel, seq| {
+        Box::pin(async move {
+            BenchBaselineClient::new(channel)
+                .echo(create_request(seq, skills))
+                .await
+                .map(drop)
+        })
+    })
+}
+
+async fn connections(addr: std::net::SocketAddr, n: usize) -> Result<Vec<Channel>, BenchError> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        channels.push(procs::channel(addr).await?);
+    }
+    Ok(channels)
+}
+
+/// A swarmdesk server to measure: started on a temporary dir, or `--target`.
+struct Target {
+    addr: std::net::SocketAddr,
+    _process: Option<ServerProcess>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn target(existing: Option<&str>) -> Result<Target, BenchError> {
+    if let Some(url) = existing {
+        let addr = url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| BenchError::Failed(format!("--target {url}: {e}")))?;
+        return Ok(Target {
+            addr,
+            _process: None,
+            _dir: None,
+        });
+    }
+    let dir = tempfile::tempdir()?;
+    let (process, _) = ServerProcess::swarmdesk(dir.path()).await?;
+    Ok(Target {
+        addr: process.addr,
+        _process: Some(process),
+        _dir: Some(dir),
+    })
+}
+
+async fn register(
+    channel: &Channel,
+    id: String,
+    skills: Vec<(String, i32)>,
+) -> Result<(), BenchError> {
+    ExpertServiceClient::new(channel.clone())
+        .register_expert(pb::RegisterExpertRequest {
+            expert: Some(pb::Expert {
+                id,
+                display_name: "bench".into(),
+                skills: skills
+                    .into_iter()
+                    .map(|(tag, rank)| pb::Skill { tag, rank })
+                    .collect(),
+                capacity: 1000,
+                ..Default::default()
+            }),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Registers many experts, `parallel` at a time.
+async fn register_many(
+    channel: &Channel,
+    experts: Vec<(String, Vec<(String, i32)>)>,
+) -> Result<(), BenchError> {
+    let mut set = JoinSet::new();
+    for (id, skills) in experts {
+        if set.len() >= 64 {
+            if let Some(r) = set.join_next().await {
+                r.map_err(|e| BenchError::Failed(e.to_string()))??;
+            }
+        }
+        let channel = channel.clone();
+        set.spawn(async move { register(&channel, id, skills).await });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| BenchError::Failed(e.to_string()))??;
+    }
+    Ok(())
+}
+
+/// E experts over S skills, each subscribed, their streams drained in the
+/// background (dropping the set ends them).
+async fn experts_online(
+    channels: &[Channel],
+    experts: usize,
+    skills: usize,
+) -> Result<JoinSet<()>, BenchError> {
+    let roster: Vec<(String, Vec<(String, i32)>)> = (0..experts)
+        .map(|i| {
+            let rank = 1 + (i / skills.max(1)) % 3;
+            (
+                format!("e{i:04}"),
+                vec![(format!("s{}", i % skills.max(1)), rank as i32)],
+            )
+        })
+        .collect();
+    register_many(&channels[0], roster.clone()).await?;
+    let mut drains = JoinSet::new();
+    for (i, (id, _)) in roster.into_iter().enumerate() {
+        let mut stream = ExpertServiceClient::new(channels[i % channels.len()].clone())
+            .subscribe(pb::SubscribeRequest {
+                expert_id: id,
+                channels: vec![],
+                after_position: 0,
+            })
+            .await?
+            .into_inner();
+        drains.spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+    }
+    Ok(drains)
+}
+
+fn quantiles(h: &Histogram<u64>) -> (u64, u64, u64, u64) {
+    (
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+    )
+}
+
+fn record_load(report: &mut Report, prefix: &str, c: usize, load: &Load) {
+    let (p50, p99, p999, _) = quantiles(&load.latency);
+    report.set(format!("{prefix}_rps_c{c}"), load.rps().round());
+    report.set(format!("{prefix}_p50_us_c{c}"), p50);
+    report.set(format!("{prefix}_p99_us_c{c}"), p99);
+    report.set(format!("{prefix}_p999_us_c{c}"), p999);
+    report.row(format!(
+        "{prefix:<8} c={c:<4} {:>9.0}/s  p50 {p50:>7}µs  p99 {p99:>7}µs  p999 {p999:>7}µs",
+        load.rps()
+    ));
+}
+
+/// Create vs the baseline's Echo, interleaved per concurrency level.
+pub(super) async fn create(
+    plan: &Plan,
+    existing: Option<&str>,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let server = target(existing).await?;
+    let baseline = ServerProcess::baseline().await?;
+    let sd = connections(server.addr, plan.connections).await?;
+    let bare = connections(baseline.addr, plan.connections).await?;
+    let _drains = experts_online(&sd, plan.experts, plan.skills).await?;
+    progress(format!(
+        "{} experts online over {} skills",
+        plan.experts, plan.skills
+    ));
+    let sequence = Arc::new(AtomicU64::new(0));
+    for &c in &plan.concurrency {
+        let base = closed_loop(&bare, c, plan.measure, &sequence, echo_call(plan.skills)).await?;
+        record_load(report, "baseline", c, &base);
+        let load = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
+        record_load(report, "create", c, &load);
+    }
+    Ok(())
+}
+
+/// Create throughput with and without one stream that never reads; then
+/// the stalled stream reads everything.
+pub(super) async fn slow_reader(
+    plan: &Plan,
+    existing: Option<&str>,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let server = target(existing).await?;
+    let sd = connections(server.addr, plan.connections).await?;
+    let _drains = experts_online(&sd, plan.experts, plan.skills).await?;
+    let c = 64;
+    let sequence = Arc::new(AtomicU64::new(0));
+    let slow_id = format!("slow-{}", std::process::id());
+    let tags: Vec<String> = (0..plan.skills).map(|s| format!("s{s}")).collect();
+    register(
+        &sd[0],
+        slow_id.clone(),
+        tags.iter().map(|t| (t.clone(), 1)).collect(),
+    )
+    .await?;
+    let without = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
+    // Its own connection, so the stall is its own.
+    let slow_channel = procs::channel(server.addr).await?;
+    let mut stalled = ExpertServiceClient::new(slow_channel)
+        .subscribe(pb::SubscribeRequest {
+            expert_id: slow_id,
+            channels: tags,
+            after_position: 0,
+        })
+        .await?
+        .into_inner();
+    let with = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
+    let ratio = with.rps() / without.rps().max(1e-9);
+    report.set("slow_reader_rps_without", without.rps().round());
+    report.set("slow_reader_rps_with", with.rps().round());
+    report.set("slow_reader_ratio", (ratio * 1000.0).round() / 1000.0);
+    let expected = without.ops + with.ops;
+    let mut created = 0u64;
+    let mut last = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while created < expected && Instant::now() < deadline {
+        let Ok(Ok(Some(e))) =
+            tokio::time::timeout(Duration::from_secs(30), stalled.message()).await
+        else {
+            break;
+        };
+        if e.position <= last {
+            return Err(BenchError::Failed(format!(
+                "slow reader: position {} after {last}",
+                e.position
+            )));
+        }
+        last = e.position;
+        if e.event
+            .is_some_and(|ev| ev.r#type == pb::TicketEventType::Created as i32)
+        {
+            created += 1;
+        }
+    }
+    report.set("slow_reader_lost", expected.saturating_sub(created));
+    report.row(format!(
+        "slow reader: {:.0}/s with one stalled stream vs {:.0}/s without (ratio {ratio:.3}); caught up {created}/{expected}",
+        with.rps(),
+        without.rps()
+    ));
+    Ok(())
+}
+
+/// Many experts claim the same unowned tickets at once.
+pub(super) async fn claim_storm(
+    plan: &Plan,
+    existing: Option<&str>,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let server = target(existing).await?;
+    let sd = connections(server.addr, plan.connections).await?;
+    let tag = format!("storm{}", std::process::id());
+    let experts: Vec<String> = (0..plan.storm_experts)
+        .map(|i| format!("{tag}-{i:03}"))
+        .collect();
+    register_many(
+        &sd[0],
+        experts
+            .iter()
+            .map(|id| (id.clone(), vec![(tag.clone(), 3)]))
+            .collect(),
+    )
+    .await?;
+    // Nobody with this skill is online: every ticket stays unowned.
+    let mut ids = Vec::new();
+    let mut tickets = TicketServiceClient::new(sd[0].clone());
+    for i in 0..plan.storm_tickets {
+        let mut request = create_request(i as u64, 1);
+        request.skills[0].tag = tag.clone();
+        let t = tickets.create_ticket(request).await?.into_inner();
+        let t = t
+            .ticket
+            .ok_or_else(|| BenchError::Failed("no ticket".into()))?;
+        if !t.owner_id.is_empty() {
+            return Err(BenchError::Failed(format!(
+                "{} was assigned: {}",
+                t.id, t.owner_id
+            )));
+        }
+        ids.push(t.id);
+    }
+    let ids = Arc::new(ids);
+    let wins: Arc<Vec<AtomicU32>> = Arc::new((0..ids.len()).map(|_| AtomicU32::new(0)).collect());
+    let winner: Arc<Vec<std::sync::Mutex<String>>> = Arc::new(
+        (0..ids.len())
+            .map(|_| std::sync::Mutex::new(String::new()))
+            .collect(),
+    );
+    let attempts = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for (w, expert) in experts.iter().enumerate() {
+        let (ids, wins, winner, attempts) =
+            (ids.clone(), wins.clone(), winner.clone(), attempts.clone());
+        let channel = sd[w % sd.len()].clone();
+        let expert = expert.clone();
+        set.spawn(async move {
+            let mut client = TicketServiceClient::new(channel);
+            let n = ids.len();
+            // Each claimer starts elsewhere, so claims collide everywhere.
+            for k in 0..n {
+                let i = (k + w * n / 64 + w) % n;
+                attempts.fetch_add(1, Ordering::Relaxed);
+                match client
+                    .claim_ticket(pb::ClaimTicketRequest {
+                        ticket_id: ids[i].clone(),
+                        expert_id: expert.clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => {
+                        wins[i].fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut slot) = winner[i].lock() {
+                            *slot = expert.clone();
+                        }
+                    }
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {}
+                    Err(s) => return Err(s),
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| BenchError::Failed(e.to_string()))??;
+    }
+    let elapsed = started.elapsed();
+    let mut double = 0u64;
+    for (i, id) in ids.iter().enumerate() {
+        let t = tickets
+            .get_ticket(pb::GetTicketRequest { id: id.clone() })
+            .await?
+            .into_inner();
+        let claimed_by = winner[i].lock().map(|w| w.clone()).unwrap_or_default();
+        if wins[i].load(Ordering::Relaxed) != 1 || t.owner_id != claimed_by {
+            double += 1;
+        }
+    }
+    let rate = attempts.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
+    report.set("double_owners", double);
+    report.set("claims_per_s", rate.round());
+    report.row(format!(
+        "claim storm: {} experts x {} tickets, {rate:.0} claims/s, tickets without exactly one owner: {double}",
+        plan.storm_experts, plan.storm_tickets
+    ));
+    Ok(())
+}
+
+/// Latency figures of one fan-out run.
+struct Fanout {
+    all: Histogram<u64>,
+    last: Histogram<u64>,
+    delivered: u64,
+}
+
+/// Receives on every stream, timing each ticket from its send.
+async fn measure_fanout<P, PF>(
+    streams: Vec<tonic::Streaming<pb::SwarmEvent>>,
+    tickets: usize,
+    rate: f64,
+    publish: P,
+) -> Result<Fanout, BenchError>
+where
+    P: Fn(u64) -> PF,
+    PF: Future<Output = Result<(), Status>>,
+{
+    let base = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..tickets).map(|_| AtomicU64::new(0)).collect());
+    let last: Arc<Vec<AtomicU64>> = Arc::new((0..tickets).map(|_| AtomicU64::new(0)).collect());
+    let mut receivers = JoinSet::new();
+    for mut stream in streams {
+        let (sent, last) = (sent.clone(), last.clone());
+        receivers.spawn(async move {
+            let mut latency = histogram();
+            let mut got = 0u64;
+            while got < tickets as u64 {
+                let Ok(Ok(Some(e))) =
+                    tokio::time::timeout(Duration::from_secs(30), stream.message()).await
+                else {
+                    break;
+                };
+                let now = micros(base.elapsed());
+                let Some(seq) = e
+                    .event
+                    .as_ref()
+                    .and_then(|ev| ev.ticket.as_ref())
+                    .and_then(|t| t.title.strip_prefix("fan "))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| *n < tickets)
+                else {
+                    continue;
+                };
+                let took = now.saturating_sub(sent[seq].load(Ordering::Acquire)).max(1);
+                let _ = latency.record(took);
+                last[seq].fetch_max(took, Ordering::AcqRel);
+                got += 1;
+            }
+            (got, latency)
+        });
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let mut tick = tokio::time::interval(interval);
+    for (seq, slot) in sent.iter().enumerate() {
+        tick.tick().await;
+        slot.store(micros(base.elapsed()), Ordering::Release);
+        publish(seq as u64).await?;
+    }
+    let mut result = Fanout {
+        all: histogram(),
+        last: histogram(),
+        delivered: 0,
+    };
+    while let Some(r) = receivers.join_next().await {
+        let (got, latency) = r.map_err(|e| BenchError::Failed(e.to_string()))?;
+        result.delivered += got;
+        let _ = result.all.add(&latency);
+    }
+    for l in last.iter() {
+        let v = l.load(Ordering::Acquire);
+        if v > 0 {
+            let _ = result.last.record(v);
+        }
+    }
+    Ok(result)
+}
+
+fn fan_request(seq: u64) -> pb::CreateTicketRequest {
+    let mut r = create_request(seq, 1);
+    r.title = format!("fan {seq}");
+    r.skills[0].tag = "fanout".into();
+    r
+}
+
+/// K streams on one channel, against swarmdesk and a bare broadcast.
+pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), BenchError> {
+    let mut total_lost = 0u64;
+    for &(label, k) in &plan.fanout {
+        let dir = tempfile::tempdir()?;
+        let (server, _) = ServerProcess::swarmdesk(dir.path()).await?;
+        let per_connection = 100;
+        let conns = connections(server.addr, k.div_ceil(per_connection)).await?;
+        register_many(
+            &conns[0],
+            (0..k)
+                .map(|i| (format!("fan-{i:05}"), vec![("fanout".to_owned(), 1)]))
+                .collect(),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_before = server.rss_bytes();
+        let mut streams = Vec::with_capacity(k);
+        for i in 0..k {
+            let s = ExpertServiceClient::new(conns[i / per_connection].clone())
+                .subscribe(pb::SubscribeRequest {
+                    expert_id: format!("fan-{i:05}"),
+                    channels: vec!["fanout".into()],
+                    after_position: 0,
+                })
+                .await?
+                .into_inner();
+            streams.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let rss_after = server.rss_bytes();
+        if let (Some(before), Some(after)) = (rss_before, rss_after) {
+            let per_stream = after.saturating_sub(before) / k as u64;
+            report.set(format!("rss_per_stream_bytes_{label}"), per_stream);
+            report.set("rss_per_stream_bytes", per_stream);
+        }
+        progress(format!("fanout {label}: {k} streams open"));
+        let client = TicketServiceClient::new(conns[0].clone());
+        let sd = measure_fanout(streams, plan.fanout_tickets, plan.fanout_rate, |seq| {
+            let mut client = client.clone();
+            async move { client.create_ticket(fan_request(seq)).await.map(drop) }
+        })
+        .await?;
+        drop(server);
+
+        let baseline = ServerProcess::baseline().await?;
+        let bconns = connections(baseline.addr, k.div_ceil(per_connection)).await?;
+        let mut bstreams = Vec::with_capacity(k);
+        for i in 0..k {
+            bstreams.push(
+                BenchBaselineClient::new(bconns[i / per_connection].clone())
+                    .listen(pb::ListenRequest {})
+                    .await?
+                    .into_inner(),
+            );
+        }
+        let bclient = BenchBaselineClient::new(bconns[0].clone());
+        let bare = measure_fanout(bstreams, plan.fanout_tickets, plan.fanout_rate, |seq| {
+            let mut client = bclient.clone();
+            async move { client.publish(fan_request(seq)).await.map(drop) }
+        })
+        .await?;
+
+        let expected = (k * plan.fanout_tickets) as u64;
+        let lost = expected.saturating_sub(sd.delivered);
+        total_lost += lost;
+        let (a50, a99, _, amax) = quantiles(&sd.all);
+        let (l50, l99, _, lmax) = quantiles(&sd.last);
+        let (_, b99, _, _) = quantiles(&bare.all);
+        let (bl50, bl99, _, blmax) = quantiles(&bare.last);
+        report.set(format!("fanout_all_p50_us_{label}"), a50);
+        report.set(format!("fanout_all_p99_us_{label}"), a99);
+        report.set(format!("fanout_all_max_us_{label}"), amax);
+        report.set(format!("fanout_last_p50_us_{label}"), l50);
+        report.set(format!("fanout_last_p99_us_{label}"), l99);
+        report.set(format!("fanout_last_max_us_{label}"), lmax);
+        report.set(format!("bare_fanout_all_p99_us_{label}"), b99);
+        report.set(format!("bare_fanout_last_p50_us_{label}"), bl50);
+        report.set(format!("bare_fanout_last_p99_us_{label}"), bl99);
+        report.set(format!("bare_fanout_last_max_us_{label}"), blmax);
+        report.set(format!("fanout_streams_{label}"), k as u64);
+        report.row(format!(
+            "fanout {label} ({k} streams): last-subscriber p50 {l50}µs p99 {l99}µs max {lmax}µs | bare p50 {bl50}µs p99 {bl99}µs max {blmax}µs | delivered {}/{expected}",
+            sd.delivered
+        ));
+    }
+    report.set("fanout_lost", total_lost);
+    Ok(())
+}
+
+#[derive(Debug)]
+struct NoSink;
+
+impl EventSink for NoSink {
+    fn publish(&self, _events: &[Arc<TicketEvent>]) {}
+}
+
+/// Writes `total` tickets straight into a store, all closed but the last
+/// `open`, which wait for an owner.
+fn build_store(path: &std::path::Path, total: usize, open: usize) -> Result<(), BenchError> {
+    let failed = |e: crate::store::StoreError| BenchError::Failed(e.to_string());
+    let store = SledStore::open(&SledConfig::new(path), Arc::new(NoSink)).map_err(failed)?;
+    let tag = Tag::parse("tag", "s0").map_err(|e| BenchError::Failed(e.to_string()))?;
+    let owners: Vec<ExpertId> = (0..100)
+        .map(|i| ExpertId::parse("id", &format!("e{i:04}")))
+        .collect::<Result<_, _>>()
+        .map_err(|e| BenchError::Failed(e.to_string()))?;
+    for owner in &owners {
+        store
+            .put_expert(&Expert {
+                id: owner.clone(),
+                display_name: "bench".into(),
+                skills: vec![Skill {
+                    tag: tag.clone(),
+                    rank: Rank::L2,
+                }],
+                capacity: 1000,
+                presence: Presence::Available,
+                owned_open: 0,
+                last_assigned_seq: 0,
+                channels: None,
+                version: 1,
+            })
+            .map_err(failed)?;
+    }
+    for i in 0..total {
+        let id = store.allocate_ticket_id().map_err(failed)?;
+        let header = Arc::new(TicketHeader {
+            id,
+            title: format!("recovery ticket {i}"),
+            description: "x".repeat(200),
+            requester: "bench-customer".into(),
+            channel: ContactChannel::Email,
+            kind: TicketKind::Question,
+            priority: Priority::P3,
+            skills: vec![SkillRequirement {
+                tag: tag.clone(),
+                min_rank: Rank::L1,
+            }],
+            created_at: 0,
+        });
+        let still_open = i >= total - open;
+        let created = TicketState {
+            status: if still_open {
+                TicketStatus::Open
+            } else {
+                TicketStatus::Assigned
+            },
+            owner: (!still_open).then(|| owners[i % owners.len()].clone()),
+            members: vec![],
+            help_tags: vec![],
+            declined: vec![],
+            updated_at: 0,
+            version: 1,
+        };
+        let mut events = vec![NewEvent {
+            at: 0,
+            actor: "bench-customer".into(),
+            kind: EventKind::Created,
+            state: created.clone(),
+        }];
+        if !still_open {
+            events.push(NewEvent {
+                at: 0,
+                actor: owners[i % owners.len()].to_string(),
+                kind: EventKind::StatusChanged {
+                    from: TicketStatus::Assigned,
+                    to: TicketStatus::Closed,
+                    note: String::new(),
+                },
+                state: TicketState {
+                    status: TicketStatus::Closed,
+                    version: 2,
+                    ..created
+                },
+            });
+        }
+        store
+            .commit(Commit {
+                ticket: id,
+                header: Some(header),
+                expected_version: 0,
+                events,
+                experts: vec![],
+                idempotency_key: None,
+            })
+            .map_err(failed)?;
+        if (i + 1) % 100_000 == 0 {
+            progress(format!("recovery store: {} tickets written", i + 1));
+        }
+    }
+    store.close().map_err(failed)?;
+    Ok(())
+}
+
+/// Time from start to SERVING on a big store after a kill -9, and RSS.
+pub(super) async fn recovery(
+    plan: &Plan,
+    existing: Option<&std::path::Path>,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let dir = tempfile::tempdir()?;
+    let path = match existing {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let path = dir.path().join("data");
+            let (total, open) = (plan.recovery_tickets, plan.recovery_open);
+            progress(format!("building a store of {total} tickets ({open} open)"));
+            let build_path = path.clone();
+            tokio::task::spawn_blocking(move || build_store(&build_path, total, open))
+                .await
+                .map_err(|e| BenchError::Failed(e.to_string()))??;
+            path
+        }
+    };
+    let (first, clean) = ServerProcess::swarmdesk(&path).await?;
+    first.kill()?;
+    let (second, after_crash) = ServerProcess::swarmdesk(&path).await?;
+    let rss = second.rss_bytes().unwrap_or(0);
+    report.set("recovery_ms", after_crash.as_millis() as u64);
+    report.set("recovery_clean_start_ms", clean.as_millis() as u64);
+    report.set("recovery_rss_bytes", rss);
+    report.set("recovery_tickets", plan.recovery_tickets as u64);
+    report.row(format!(
+        "recovery: {} tickets ({} open): SERVING {} ms after kill -9 (first start {} ms), RSS {} MiB",
+        plan.recovery_tickets,
+        plan.recovery_open,
+        after_crash.as_millis(),
+        clean.as_millis(),
+        rss / (1024 * 1024)
+    ));
+    drop(second);
+    Ok(())
+}
