@@ -12,8 +12,18 @@
 //! p/<expert id>             Expert
 //! r/<key>                   position          (idempotency)
 //! ```
-//! Every commit is one `apply_batch`, which sled applies atomically, also
-//! across a crash: no state exists without its event.
+//! A commit is a run of single-key inserts whose commit point is one key:
+//! the last event record of the commit, which carries what the rest of the
+//! commit writes (experts, idempotency key). Order within a commit: the
+//! header (harmless if orphaned: nothing reads a header without a state),
+//! the events, then the keys derived from them (state, index, waiting flag,
+//! experts, idempotency). sled recovers a prefix of its log, and commits are
+//! sequential, so after a crash only the last commit can be cut short; on
+//! open, [`repair`] drops a commit whose last event is missing and re-writes
+//! the derived keys of the last complete one. (`apply_batch` would make this
+//! unnecessary, but in sled 0.34 every batch rolls the log buffer twice and
+//! takes a global write lock: measured 60-100 µs a ticket, which made it the
+//! bottleneck of every write.)
 //!
 //! Durability (see shared/SLED.md): request handlers never flush. Writers
 //! apply their batch, take an lsn and wait; the committer thread runs one
@@ -50,6 +60,18 @@ struct EventRecord {
     actor: String,
     kind: EventKind,
     state: TicketState,
+    /// Position of the first event of the commit this event belongs to.
+    commit_first: u64,
+    /// Present on the commit's last event only: it is the commit point.
+    tail: Option<CommitTail>,
+}
+
+/// What a commit writes besides its events, kept on its commit point so
+/// that recovery can finish the commit.
+#[derive(Serialize, Deserialize)]
+struct CommitTail {
+    experts: Vec<Expert>,
+    idempotency_key: Option<String>,
 }
 
 fn key(prefix: u8, n: u64) -> [u8; 10] {
@@ -219,6 +241,7 @@ impl SledStore {
         let log_file = File::open(config.path.join("db")).map_err(|e| {
             StoreError::Backend(format!("cannot open sled's log file for syncing: {e}"))
         })?;
+        repair(&db)?;
         let last_position = last_number(&db, b'e')?;
         let last_ticket = last_number(&db, b'h')?;
         let (durable, _) = watch::channel(Durable::default());
@@ -282,20 +305,28 @@ impl SledStore {
         self.shared.durable.borrow().failed.clone()
     }
 
-    /// Applies `batch` as the next write and queues `events` for the
-    /// committer; the caller holds the sequencer.
-    fn apply(
-        &self,
-        seq: &mut Sequencer,
-        batch: sled::Batch,
-        events: Vec<Arc<TicketEvent>>,
-    ) -> Result<Lsn, StoreError> {
-        if let Some(reason) = self.failed() {
-            return Err(StoreError::Backend(format!(
+    fn refuse_if_failed(&self) -> Result<(), StoreError> {
+        match self.failed() {
+            Some(reason) => Err(StoreError::Backend(format!(
                 "store failed earlier: {reason}"
-            )));
+            ))),
+            None => Ok(()),
         }
-        self.shared.tree.apply_batch(batch).map_err(backend)?;
+    }
+
+    /// A write failed part way: refuse every later write until a restart
+    /// (whose repair finishes or drops the cut commit).
+    fn poison(&self, error: StoreError) -> StoreError {
+        let reason = error.to_string();
+        self.shared
+            .durable
+            .send_modify(|d| d.failed = Some(reason.clone()));
+        error
+    }
+
+    /// Records the writes just made as the next lsn and queues `events`
+    /// for the committer; the caller holds the sequencer.
+    fn written(&self, seq: &mut Sequencer, events: Vec<Arc<TicketEvent>>) -> Lsn {
         let lsn = seq.next_lsn;
         seq.next_lsn += 1;
         if let Some(last) = events.last() {
@@ -309,7 +340,7 @@ impl SledStore {
         pending.events.extend(events);
         drop(pending);
         self.shared.wake.notify_one();
-        Ok(lsn)
+        lsn
     }
 
     fn read_event(
@@ -343,6 +374,107 @@ impl SledStore {
             },
         }))
     }
+}
+
+/// Writes the keys a commit derives from its events: the per-ticket index,
+/// the state, the waiting flag, the experts and the idempotency record.
+/// With `repairing`, keys already newer than the commit's are left alone, so
+/// running it again over a finished commit changes nothing.
+fn write_derived(
+    tree: &sled::Db,
+    ticket: TicketId,
+    states: &[(u64, &TicketState)],
+    tail: &CommitTail,
+    was_waiting: bool,
+    repairing: bool,
+) -> Result<(), StoreError> {
+    let Some(&(first, _)) = states.first() else {
+        return Ok(());
+    };
+    for (position, state) in states {
+        tree.insert(seq_key(ticket, state.version), &position.to_be_bytes())
+            .map_err(backend)?;
+    }
+    if let Some((_, last)) = states.last() {
+        let stored_version = if repairing {
+            match tree.get(key(b's', ticket.0)).map_err(backend)? {
+                Some(bytes) => decode::<TicketState>("ticket state", &bytes)?.version,
+                None => 0,
+            }
+        } else {
+            0
+        };
+        if stored_version < last.version {
+            tree.insert(key(b's', ticket.0), encode(*last)?)
+                .map_err(backend)?;
+        }
+        if last.status == TicketStatus::Open {
+            tree.insert(key(b'u', ticket.0), &[]).map_err(backend)?;
+        } else if was_waiting || repairing {
+            tree.remove(key(b'u', ticket.0)).map_err(backend)?;
+        }
+    }
+    for expert in &tail.experts {
+        let stored_version = if repairing {
+            match tree.get(expert_key(&expert.id)).map_err(backend)? {
+                Some(bytes) => decode::<Expert>("expert", &bytes)?.version,
+                None => 0,
+            }
+        } else {
+            0
+        };
+        if stored_version < expert.version {
+            tree.insert(expert_key(&expert.id), encode(expert)?)
+                .map_err(backend)?;
+        }
+    }
+    if let Some(k) = &tail.idempotency_key {
+        tree.insert(request_key(k), &first.to_be_bytes())
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Finishes or drops the last commit after a crash (see the module doc):
+/// only the last commit in sled's recovered prefix can be incomplete.
+fn repair(tree: &sled::Db) -> Result<(), StoreError> {
+    let Some((k, v)) = tree
+        .scan_prefix(b"e/")
+        .next_back()
+        .transpose()
+        .map_err(backend)?
+    else {
+        return Ok(());
+    };
+    let last_position = u64_at(&k, 2)?;
+    let last: EventRecord = decode("event", &v)?;
+    if last.tail.is_none() {
+        // Cut before its commit point: the commit never happened.
+        tracing::warn!(
+            from = last.commit_first,
+            to = last_position,
+            "dropping an unfinished commit"
+        );
+        for position in last.commit_first..=last_position {
+            tree.remove(key(b'e', position)).map_err(backend)?;
+        }
+    } else {
+        let mut records = Vec::new();
+        for position in last.commit_first..=last_position {
+            let bytes = tree
+                .get(key(b'e', position))
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::Corrupt(format!("event {position} missing")))?;
+            records.push((position, decode::<EventRecord>("event", &bytes)?));
+        }
+        let states: Vec<(u64, &TicketState)> =
+            records.iter().map(|(p, r)| (*p, &r.state)).collect();
+        if let Some(tail) = last.tail.as_ref() {
+            write_derived(tree, last.ticket, &states, tail, true, true)?;
+        }
+    }
+    tree.flush().map_err(backend)?;
+    Ok(())
 }
 
 /// The largest number stored under `prefix/`, or 0.
@@ -430,64 +562,92 @@ impl Store for SledStore {
         for expert in &commit.experts {
             self.check_expert_version(expert)?;
         }
-        let Some(last) = commit.events.last() else {
+        if commit.events.is_empty() {
             return Err(StoreError::Backend(
                 "a commit needs at least one event".into(),
             ));
+        }
+        let was_waiting = stored.is_some_and(|s| s.status == TicketStatus::Open);
+        let first = seq.next_position;
+        let count = commit.events.len() as u64;
+        let tail = CommitTail {
+            experts: commit.experts,
+            idempotency_key: commit.idempotency_key,
         };
-        let final_state = last.state.clone();
-
-        let mut batch = sled::Batch::default();
-        if let Some(h) = &commit.header {
-            batch.insert(&key(b'h', id.0), encode(h.as_ref())?);
-        }
-        batch.insert(&key(b's', id.0), encode(&final_state)?);
-        if final_state.status == TicketStatus::Open {
-            batch.insert(&key(b'u', id.0), &[]);
-        } else {
-            batch.remove(&key(b'u', id.0));
-        }
-        let mut events = Vec::with_capacity(commit.events.len());
-        let mut position = seq.next_position;
+        let tree = &self.shared.tree;
+        let mut records = Vec::with_capacity(commit.events.len());
         for new in commit.events {
-            let record = EventRecord {
+            records.push(EventRecord {
                 ticket: id,
                 at: new.at,
                 actor: new.actor,
                 kind: new.kind,
                 state: new.state,
-            };
-            batch.insert(&key(b'e', position), encode(&record)?);
-            batch.insert(&seq_key(id, record.state.version), &position.to_be_bytes());
-            events.push(Arc::new(TicketEvent {
-                position,
-                at: record.at,
-                actor: record.actor,
-                kind: record.kind,
-                ticket: Ticket {
-                    header: header.clone(),
-                    state: record.state,
-                },
-            }));
-            position += 1;
+                commit_first: first,
+                tail: None,
+            });
         }
-        for expert in &commit.experts {
-            batch.insert(expert_key(&expert.id), encode(expert)?);
+        if let Some(last) = records.last_mut() {
+            last.tail = Some(tail);
         }
-        if let Some(k) = &commit.idempotency_key {
-            batch.insert(request_key(k), &events[0].position.to_be_bytes());
-        }
-        let lsn = self.apply(&mut seq, batch, events.clone())?;
-        seq.next_position = position;
+        // Encode everything before the first write, so that an encoding
+        // failure leaves nothing behind.
+        let header_bytes = commit.header.as_deref().map(encode).transpose()?;
+        let event_bytes = records.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        self.refuse_if_failed()?;
+        let write = || -> Result<(), StoreError> {
+            if let Some(bytes) = &header_bytes {
+                tree.insert(key(b'h', id.0), bytes.as_slice())
+                    .map_err(backend)?;
+            }
+            for (i, bytes) in event_bytes.iter().enumerate() {
+                tree.insert(key(b'e', first + i as u64), bytes.as_slice())
+                    .map_err(backend)?;
+            }
+            // The commit point has passed: the rest can be redone by repair.
+            let states: Vec<(u64, &TicketState)> = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (first + i as u64, &r.state))
+                .collect();
+            let tail = records
+                .last()
+                .and_then(|r| r.tail.as_ref())
+                .ok_or_else(|| StoreError::Backend("a commit needs a tail".into()))?;
+            write_derived(tree, id, &states, tail, was_waiting, false)
+        };
+        write().map_err(|e| self.poison(e))?;
+        seq.next_position = first + count;
+        let events: Vec<Arc<TicketEvent>> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Arc::new(TicketEvent {
+                    position: first + i as u64,
+                    at: r.at,
+                    actor: r.actor,
+                    kind: r.kind,
+                    ticket: Ticket {
+                        header: header.clone(),
+                        state: r.state,
+                    },
+                })
+            })
+            .collect();
+        let lsn = self.written(&mut seq, events.clone());
         Ok(Receipt { lsn, events })
     }
 
     fn put_expert(&self, expert: &Expert) -> Result<Lsn, StoreError> {
         let mut seq = lock(&self.shared.sequencer);
         self.check_expert_version(expert)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(expert_key(&expert.id), encode(expert)?);
-        self.apply(&mut seq, batch, Vec::new())
+        let bytes = encode(expert)?;
+        self.refuse_if_failed()?;
+        self.shared
+            .tree
+            .insert(expert_key(&expert.id), bytes)
+            .map_err(|e| self.poison(backend(e)))?;
+        Ok(self.written(&mut seq, Vec::new()))
     }
 
     fn wait_durable(&self, lsn: Lsn) -> DurableFuture {
@@ -804,6 +964,68 @@ mod tests {
         let e1 = Expert { version: 1, ..e };
         store.put_expert(&e1).unwrap();
         assert!(store.put_expert(&e1).is_err());
+    }
+
+    #[tokio::test]
+    async fn repair_drops_a_commit_cut_before_its_commit_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Collect::default());
+        {
+            let store = SledStore::open(&SledConfig::new(dir.path()), sink.clone()).unwrap();
+            let r = create(&store, None);
+            store.wait_durable(r.lsn).await.unwrap();
+            // The first event of a two-event commit, written before a crash.
+            let orphan = EventRecord {
+                ticket: r.events[0].ticket_id(),
+                at: 2,
+                actor: "x".into(),
+                kind: EventKind::Created,
+                state: state(2, TicketStatus::Assigned),
+                commit_first: 2,
+                tail: None,
+            };
+            store
+                .shared
+                .tree
+                .insert(key(b'e', 2), encode(&orphan).unwrap())
+                .unwrap();
+            store.close().unwrap();
+        }
+        let store = SledStore::open(&SledConfig::new(dir.path()), sink).unwrap();
+        assert_eq!(store.last_position(), 1);
+        assert!(store.event(2).unwrap().is_none());
+        let again = create(&store, None);
+        assert_eq!(
+            again.events[0].position, 2,
+            "the position is reused, never doubled"
+        );
+    }
+
+    #[tokio::test]
+    async fn repair_finishes_a_commit_cut_after_its_commit_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Collect::default());
+        let id;
+        {
+            let store = SledStore::open(&SledConfig::new(dir.path()), sink.clone()).unwrap();
+            let r = create(&store, Some("req-9"));
+            store.wait_durable(r.lsn).await.unwrap();
+            id = r.events[0].ticket_id();
+            // Lose every key written after the commit point.
+            let tree = &store.shared.tree;
+            tree.remove(key(b's', id.0)).unwrap();
+            tree.remove(key(b'u', id.0)).unwrap();
+            tree.remove(seq_key(id, 1)).unwrap();
+            tree.remove(request_key("create:req-9")).unwrap();
+            tree.remove(request_key("req-9")).unwrap();
+            store.close().unwrap();
+        }
+        let store = SledStore::open(&SledConfig::new(dir.path()), sink).unwrap();
+        let ticket = store.ticket(id).unwrap().expect("state re-written");
+        assert_eq!(ticket.state.version, 1);
+        assert_eq!(store.unowned_tickets().unwrap().len(), 1);
+        assert_eq!(store.idempotent("req-9").unwrap(), Some(1));
+        assert_eq!(store.ticket_events(id, 0, 10, 10).unwrap().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
