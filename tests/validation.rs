@@ -395,3 +395,40 @@ async fn bad_ticket_operations_are_refused_and_change_nothing() {
     assert_eq!(after.version, 1, "nothing was recorded on the ticket");
     assert_eq!(after.status, pb::TicketStatus::Open as i32);
 }
+
+#[tokio::test]
+async fn errors_carry_rich_details_for_programs() {
+    use tonic_types::StatusExt;
+    let server = spawn_server().await;
+    let mut tickets = server.tickets.clone();
+    let status = tickets
+        .create_ticket(pb::CreateTicketRequest {
+            title: String::new(),
+            ..create_request("x", &[("network", L1)], P3)
+        })
+        .await
+        .unwrap_err();
+    let bad = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
+    assert_eq!(bad.field_violations.len(), 1);
+    assert_eq!(bad.field_violations[0].field, "title");
+
+    server.register("ann", &[("network", L2)], 5).await;
+    server.register("bob", &[("network", L2)], 5).await;
+    let t = server.create("dns", &[("network", L1)], P3).await;
+    server.claim(&t.id, "ann").await.unwrap();
+    let status = server.claim(&t.id, "bob").await.unwrap_err();
+    assert!(
+        status.message().contains("already owned by ann"),
+        "{status:?}"
+    );
+    let info = status.get_details_error_info().expect("ErrorInfo details");
+    assert_eq!(info.reason, "ALREADY_OWNED");
+    assert_eq!(info.domain, swarmdesk::rpc::ERROR_DOMAIN);
+    assert_eq!(
+        info.metadata.get("owner_id").map(String::as_str),
+        Some("ann")
+    );
+    assert_eq!(info.metadata.get("ticket_id"), Some(&t.id));
+}

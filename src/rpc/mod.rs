@@ -5,7 +5,10 @@ pub mod convert;
 pub mod experts;
 pub mod tickets;
 
+use std::collections::HashMap;
+
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::DeskError;
 use crate::hub::StreamEnd;
@@ -29,27 +32,105 @@ pub mod pb {
 /// Metadata key carrying a stream's last delivered position when it ends.
 pub const LAST_POSITION_HEADER: &str = "swarmdesk-last-position";
 
-/// Maps a domain error to its status. Exhaustive on purpose: a new variant
-/// must be given a code here.
+/// The domain of every ErrorInfo swarmdesk sends.
+pub const ERROR_DOMAIN: &str = "swarmdesk.v1";
+
+/// Maps a domain error to its status: the readable message, plus the rich
+/// details of google.rpc (BadRequest naming the field for INVALID_ARGUMENT,
+/// ErrorInfo with a stable reason for the rest). Exhaustive on purpose: a
+/// new variant must be given a code and a reason here.
 pub fn status_of(error: DeskError) -> Status {
-    let code = match &error {
-        DeskError::Invalid { .. } => Code::InvalidArgument,
-        DeskError::TicketNotFound(_) | DeskError::ExpertNotFound(_) => Code::NotFound,
-        DeskError::AlreadyOwned { .. }
-        | DeskError::NotOwner { .. }
-        | DeskError::InvalidTransition { .. }
-        | DeskError::WrongState { .. } => Code::FailedPrecondition,
-        DeskError::RankTooLow { .. } | DeskError::PermissionDenied(_) => Code::PermissionDenied,
-        DeskError::AtCapacity { .. } => Code::ResourceExhausted,
-        DeskError::Conflict(_) => Code::Aborted,
-        DeskError::ShuttingDown => Code::Unavailable,
+    let (code, reason) = match &error {
+        DeskError::Invalid { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        DeskError::TicketNotFound(_) => (Code::NotFound, "TICKET_NOT_FOUND"),
+        DeskError::ExpertNotFound(_) => (Code::NotFound, "EXPERT_NOT_FOUND"),
+        DeskError::AlreadyOwned { .. } => (Code::FailedPrecondition, "ALREADY_OWNED"),
+        DeskError::NotOwner { .. } => (Code::FailedPrecondition, "NOT_OWNER"),
+        DeskError::InvalidTransition { .. } => (Code::FailedPrecondition, "INVALID_TRANSITION"),
+        DeskError::WrongState { .. } => (Code::FailedPrecondition, "WRONG_STATE"),
+        DeskError::RankTooLow { .. } => (Code::PermissionDenied, "RANK_TOO_LOW"),
+        DeskError::PermissionDenied(_) => (Code::PermissionDenied, "PERMISSION_DENIED"),
+        DeskError::AtCapacity { .. } => (Code::ResourceExhausted, "AT_CAPACITY"),
+        DeskError::Conflict(_) => (Code::Aborted, "CONFLICT"),
+        DeskError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
         DeskError::Storage(detail) => {
             // Logged once here; the client gets no internals.
             tracing::error!(%detail, "storage failure");
-            return Status::internal("internal storage error");
+            return Status::with_error_details(
+                Code::Internal,
+                "internal storage error",
+                ErrorDetails::with_error_info("INTERNAL", ERROR_DOMAIN, HashMap::new()),
+            );
         }
     };
-    Status::new(code, error.to_string())
+    let details = match &error {
+        DeskError::Invalid { field, reason } => {
+            ErrorDetails::with_bad_request_violation(field.clone(), reason.clone())
+        }
+        other => ErrorDetails::with_error_info(reason, ERROR_DOMAIN, error_metadata(other)),
+    };
+    Status::with_error_details(code, error.to_string(), details)
+}
+
+/// The ids an error is about, for clients to act on without parsing text.
+fn error_metadata(error: &DeskError) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_owned(), v);
+    };
+    match error {
+        DeskError::TicketNotFound(t) => put("ticket_id", t.to_string()),
+        DeskError::ExpertNotFound(e) => put("expert_id", e.to_string()),
+        DeskError::AlreadyOwned { ticket, owner } => {
+            put("ticket_id", ticket.to_string());
+            put("owner_id", owner.to_string());
+        }
+        DeskError::NotOwner {
+            ticket,
+            expert,
+            owner,
+        } => {
+            put("ticket_id", ticket.to_string());
+            put("expert_id", expert.to_string());
+            put(
+                "owner_id",
+                owner.as_ref().map(ToString::to_string).unwrap_or_default(),
+            );
+        }
+        DeskError::InvalidTransition {
+            ticket, from, to, ..
+        } => {
+            put("ticket_id", ticket.to_string());
+            put("from", from.to_string());
+            put("to", to.to_string());
+        }
+        DeskError::WrongState { ticket, status, .. } => {
+            put("ticket_id", ticket.to_string());
+            put("status", status.to_string());
+        }
+        DeskError::RankTooLow {
+            expert,
+            tag,
+            needed,
+            ..
+        } => {
+            put("expert_id", expert.to_string());
+            put("tag", tag.to_string());
+            put("min_rank", needed.to_string());
+        }
+        DeskError::AtCapacity {
+            expert, capacity, ..
+        } => {
+            put("expert_id", expert.to_string());
+            put("capacity", capacity.to_string());
+        }
+        DeskError::Invalid { .. }
+        | DeskError::PermissionDenied(_)
+        | DeskError::Conflict(_)
+        | DeskError::ShuttingDown
+        | DeskError::Storage(_) => {}
+    }
+    m
 }
 
 /// The status a stream ends with when the server ends it.
