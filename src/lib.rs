@@ -15,12 +15,14 @@
 //! - [`rpc`]: generated code, conversions, the status mapping, one file per
 //!   service.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - [`config`]: settings from flags, environment and a TOML file.
 //! - [`cli`]: the `swarmdesk` command's client subcommands.
 //! - [`bench`]: `swarmdesk bench`, the benchmark against a bare baseline.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod desk;
 pub mod domain;
 pub mod hub;

@@ -1,13 +1,13 @@
 //! `swarmdesk`: the server (`serve`) and its client commands.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use swarmdesk::bench::{self, BenchArgs};
 use swarmdesk::cli::{self, ClientCommand, ClientOptions};
+use swarmdesk::config::{LogFormat, ServeArgs, Settings};
 use swarmdesk::server::{self, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +28,11 @@ struct Cli {
 enum Command {
     /// Run the server (embedded sled store; no other service needed).
     Serve(ServeArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
     /// Measure swarmdesk beside a bare tonic baseline (see docs/PERFORMANCE.md).
     Bench(BenchArgs),
     /// The benchmark's bare baseline server (started by `bench`).
@@ -40,41 +45,10 @@ enum Command {
     Client(ClientCommand),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Pretty,
-    Json,
-}
-
-#[derive(Parser, Debug)]
-struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SWARMDESK_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// Where tickets, events, experts and memberships are kept.
-    #[arg(long, env = "SWARMDESK_DATA_DIR", default_value = "./swarmdesk-data")]
-    data_dir: PathBuf,
-    /// Events buffered per open stream before a slow reader is made to catch
-    /// up from the store instead.
-    #[arg(long, env = "SWARMDESK_STREAM_BUFFER", default_value_t = 1024)]
-    stream_buffer: usize,
-    /// sled page cache, in MiB.
-    #[arg(long, env = "SWARMDESK_CACHE_MB", default_value_t = 256)]
-    cache_mb: u64,
-    /// Seconds in-flight calls get to finish after SIGTERM or Ctrl-C.
-    #[arg(long, env = "SWARMDESK_SHUTDOWN_GRACE", default_value_t = 10)]
-    shutdown_grace: u64,
-    /// Log format.
-    #[arg(
-        long,
-        env = "SWARMDESK_LOG_FORMAT",
-        value_enum,
-        default_value = "pretty"
-    )]
-    log_format: LogFormat,
-    /// Log filter (overrides RUST_LOG), e.g. info or swarmdesk=debug.
-    #[arg(long, env = "SWARMDESK_LOG_LEVEL")]
-    log_level: Option<String>,
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective configuration (flags > SWARMDESK_* > --config file > defaults) as TOML.
+    Print(ServeArgs),
 }
 
 fn init_logging(format: LogFormat, level: Option<&str>) {
@@ -91,16 +65,16 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    init_logging(args.log_format, args.log_level.as_deref());
-    let listener = tokio::net::TcpListener::bind(args.listen)
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    init_logging(settings.log_format, settings.log_level.as_deref());
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let config = ServerConfig {
-        stream_buffer: args.stream_buffer,
-        cache_capacity: args.cache_mb * 1024 * 1024,
-        shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        ..ServerConfig::new(args.data_dir)
+        stream_buffer: settings.stream_buffer,
+        cache_capacity: settings.cache_mb * 1024 * 1024,
+        shutdown_grace: Duration::from_secs(settings.shutdown_grace),
+        ..ServerConfig::new(settings.data_dir)
     };
     server::run(listener, config, server::shutdown_signal()).await?;
     Ok(())
@@ -114,9 +88,30 @@ async fn serve_baseline(listen: SocketAddr) -> Result<(), Box<dyn std::error::Er
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => match matches.subcommand_matches("serve") {
+            Some(m) => match Settings::resolve(&args, m) {
+                Ok(settings) => serve(settings).await,
+                Err(e) => Err(e.into()),
+            },
+            None => Err("serve: no arguments".into()),
+        },
+        Command::Config {
+            action: ConfigCommand::Print(args),
+        } => match matches
+            .subcommand_matches("config")
+            .and_then(|m| m.subcommand_matches("print"))
+        {
+            Some(m) => Settings::resolve(&args, m)
+                .map(|settings| print!("{}", settings.to_toml()))
+                .map_err(Into::into),
+            None => Err("config print: no arguments".into()),
+        },
         Command::Bench(args) => bench::run(args).await.map_err(Into::into),
         Command::BenchBaseline { listen } => serve_baseline(listen).await,
         Command::Client(command) => cli::run(&cli.client, command).await.map_err(Into::into),

@@ -58,6 +58,11 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("data dir {path} is not writable: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection setup failed: {0}")]
@@ -66,12 +71,25 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// Fails early, with the path in the message, when the data dir cannot be
+/// written (sled would otherwise fail later with a less helpful error).
+fn check_writable(dir: &std::path::Path) -> Result<(), ServerError> {
+    let probe = dir.join(".swarmdesk-write-check");
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|source| ServerError::NotWritable {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
 /// Opens the store and desk for `config` (recovery happens here).
 pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
+    check_writable(&config.data_dir)?;
     let hub = Hub::new(config.stream_buffer);
     let sled_config = SledConfig {
         cache_capacity: config.cache_capacity,
