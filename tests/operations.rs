@@ -225,3 +225,28 @@ fn start_up_refuses_data_from_a_newer_version() {
     assert!(!ok);
     assert!(stderr.contains("newer swarmdesk"), "{stderr}");
 }
+
+/// Runs the binary off the async workers, so the in-process server it
+/// talks to keeps running.
+async fn output_async(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        output(&mut swarmdesk(&args))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_probes_a_server() {
+    let server = spawn_server().await;
+    let url = format!("http://{}", server.addr);
+    let args = vec!["health".to_owned(), "--server".to_owned(), url.clone()];
+    let (ok, stdout, stderr) = output_async(args.clone()).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "server: SERVING");
+    drop(server.stop().await);
+    let (ok, _, stderr) = output_async(args).await;
+    assert!(!ok, "a stopped server is not healthy");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+}

@@ -13,6 +13,8 @@ use crate::rpc::pb;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
 use crate::rpc::pb::ticket_service_client::TicketServiceClient;
 use output::Printer;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 /// Where the server is and how to print.
 #[derive(Args, Clone, Debug)]
@@ -189,6 +191,12 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Check the server's health (grpc.health.v1); fails unless SERVING.
+    Health {
+        /// A service, e.g. swarmdesk.v1.TicketService; empty: the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Widen a ticket's swarm to more skill channels.
     AskHelp {
         ticket: String,
@@ -210,6 +218,8 @@ pub enum CliError {
     },
     #[error("{}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
+    #[error("not serving: {0}")]
+    NotServing(String),
 }
 
 async fn connect(server: &str) -> Result<Channel, CliError> {
@@ -232,7 +242,7 @@ async fn connect(server: &str) -> Result<Channel, CliError> {
 pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), CliError> {
     let channel = connect(&options.server).await?;
     let mut tickets = TicketServiceClient::new(channel.clone());
-    let mut experts = ExpertServiceClient::new(channel);
+    let mut experts = ExpertServiceClient::new(channel.clone());
     let out = Printer { json: options.json };
     match command {
         ClientCommand::Register {
@@ -477,6 +487,32 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
                 })
                 .await?;
             out.ticket(&reply.into_inner());
+        }
+        ClientCommand::Health { service } => {
+            use tonic_health::pb::health_check_response::ServingStatus;
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.clone(),
+                })
+                .await?
+                .into_inner()
+                .status();
+            let name = if service.is_empty() {
+                "server"
+            } else {
+                &service
+            };
+            if options.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "service": name, "status": status.as_str_name() })
+                );
+            } else {
+                println!("{name}: {}", status.as_str_name());
+            }
+            if status != ServingStatus::Serving {
+                return Err(CliError::NotServing(status.as_str_name().to_owned()));
+            }
         }
         ClientCommand::AskHelp {
             ticket,
