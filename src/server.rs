@@ -10,6 +10,13 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use std::sync::OnceLock;
+
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
 use crate::desk::Desk;
 use crate::hub::Hub;
 use crate::rpc::experts::ExpertApi;
@@ -17,6 +24,7 @@ use crate::rpc::pb::expert_service_server::ExpertServiceServer;
 use crate::rpc::pb::ticket_service_server::TicketServiceServer;
 use crate::rpc::pb::FILE_DESCRIPTOR_SET;
 use crate::rpc::tickets::TicketApi;
+use crate::rpc::DeskCell;
 use crate::store::sled::{SledConfig, SledStore};
 use crate::store::Store;
 
@@ -106,22 +114,38 @@ pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), 
     Ok((desk, store))
 }
 
+/// Sets the overall and per-service health.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <TicketServiceServer<TicketApi> as NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <ExpertServiceServer<ExpertApi> as NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
 /// Serves on `listener` until `shutdown` resolves, then ends open streams
 /// (each with its last position), lets in-flight calls finish within the
 /// grace period, and makes the store durable.
+///
+/// Health (overall and per service) is NOT_SERVING from the start until the
+/// store is open and recovered, SERVING then, and NOT_SERVING again from the
+/// shutdown signal on; the API answers UNAVAILABLE until the store is open.
 pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<TicketServiceServer<TicketApi>>()
-        .await;
-    health
-        .set_not_serving::<ExpertServiceServer<ExpertApi>>()
-        .await;
-    let (desk, store) = open_desk(&config).await?;
+    set_health(&health, ServingStatus::NotServing).await;
+    let cell: DeskCell = Arc::new(OnceLock::new());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -131,67 +155,84 @@ pub async fn run(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let tickets = TicketServiceServer::new(TicketApi::new(desk.clone()))
+    let tickets = TicketServiceServer::new(TicketApi::new(cell.clone()))
         .max_decoding_message_size(config.max_message_bytes);
-    let experts = ExpertServiceServer::new(ExpertApi::new(desk.clone()))
+    let experts = ExpertServiceServer::new(ExpertApi::new(cell.clone()))
         .max_decoding_message_size(config.max_message_bytes);
 
-    health.set_serving::<TicketServiceServer<TicketApi>>().await;
-    health.set_serving::<ExpertServiceServer<ExpertApi>>().await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let addr = listener.local_addr().ok();
-    tracing::info!(?addr, data_dir = %config.data_dir.display(), "serving");
-
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    // Fires on the shutdown signal, or when start-up fails.
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => stop.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
     let draining = {
-        let desk = desk.clone();
-        let health = health.clone();
+        let (stop, cell, health) = (stop.clone(), cell.clone(), health.clone());
         async move {
-            shutdown.await;
+            stop.cancelled().await;
             tracing::info!("shutting down: draining");
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            health
-                .set_not_serving::<TicketServiceServer<TicketApi>>()
-                .await;
-            health
-                .set_not_serving::<ExpertServiceServer<ExpertApi>>()
-                .await;
+            set_health(&health, ServingStatus::NotServing).await;
             // Open streams hold the connection drain open: end them now.
-            desk.begin_shutdown();
-            let _ = signalled_tx.send(());
+            if let Some(desk) = cell.get() {
+                desk.begin_shutdown();
+            }
         }
     };
-    let serve = Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(tickets)
-        .add_service(experts)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            draining,
-        );
+    let addr = listener.local_addr().ok();
+    let mut serve = tokio::spawn(
+        Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(tickets)
+            .add_service(experts)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                draining,
+            ),
+    );
+
+    let (desk, store) = match open_desk(&config).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            stop.cancel();
+            let _ = serve.await;
+            return Err(e);
+        }
+    };
+    let desk_handle = desk.clone();
+    let _ = cell.set(desk);
+    if stop.is_cancelled() {
+        // The signal came during recovery: the drain has already run.
+        desk_handle.begin_shutdown();
+    } else {
+        set_health(&health, ServingStatus::Serving).await;
+        tracing::info!(?addr, data_dir = %config.data_dir.display(), "serving");
+    }
+
     let grace = config.shutdown_grace;
     let result = tokio::select! {
-        result = serve => result.map_err(ServerError::from),
+        joined = &mut serve => match joined {
+            Ok(served) => served.map_err(ServerError::from),
+            Err(e) => Err(ServerError::from(e)),
+        },
         _ = async {
-            if signalled_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
+            stop.cancelled().await;
+            tokio::time::sleep(grace).await;
         } => {
             tracing::warn!(?grace, "shutdown grace period over; closing remaining connections");
+            serve.abort();
             Ok(())
         }
     };
-    drop(desk);
+    drop(desk_handle);
     let closed = tokio::task::spawn_blocking(move || store.close()).await?;
     closed?;
     tracing::info!("store closed");

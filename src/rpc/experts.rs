@@ -7,17 +7,23 @@ use super::convert::{self, parse_enum};
 use super::pb::{self, expert_service_server::ExpertService};
 use super::status_of;
 use super::tickets::{into_stream, EventStream};
+use super::DeskCell;
 use crate::desk::{Desk, ExpertProfile};
 use crate::domain::{DeskError, Presence};
 
 #[derive(Clone, Debug)]
 pub struct ExpertApi {
-    desk: Desk,
+    desk: DeskCell,
 }
 
 impl ExpertApi {
-    pub fn new(desk: Desk) -> Self {
+    pub fn new(desk: DeskCell) -> Self {
         ExpertApi { desk }
+    }
+
+    /// The desk, or UNAVAILABLE while the store is still being opened.
+    fn desk(&self) -> Result<&Desk, Status> {
+        super::ready_desk(&self.desk)
     }
 }
 
@@ -39,7 +45,7 @@ impl ExpertService for ExpertApi {
             capacity: e.capacity,
         };
         let view = self
-            .desk
+            .desk()?
             .register_expert(profile)
             .await
             .map_err(status_of)?;
@@ -52,7 +58,7 @@ impl ExpertService for ExpertApi {
         request: Request<pb::GetExpertRequest>,
     ) -> Result<Response<pb::Expert>, Status> {
         let id = convert::expert_id("id", &request.get_ref().id).map_err(status_of)?;
-        let view = self.desk.get_expert(&id).map_err(status_of)?;
+        let view = self.desk()?.get_expert(&id).map_err(status_of)?;
         Ok(Response::new(convert::expert(&view)))
     }
 
@@ -67,7 +73,9 @@ impl ExpertService for ExpertApi {
         } else {
             Some(convert::expert_id("page_token", &r.page_token).map_err(status_of)?)
         };
-        let (experts, next) = self.desk.list_experts(from.as_ref(), r.page_size as usize);
+        let (experts, next) = self
+            .desk()?
+            .list_experts(from.as_ref(), r.page_size as usize);
         Ok(Response::new(pb::ListExpertsResponse {
             experts: experts.iter().map(convert::expert).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
@@ -85,7 +93,7 @@ impl ExpertService for ExpertApi {
         let id = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
         let channels = convert::tags("channels", &r.channels).map_err(status_of)?;
         let stream = self
-            .desk
+            .desk()?
             .subscribe(&id, channels, r.after_position)
             .await
             .map_err(status_of)?;
@@ -102,7 +110,7 @@ impl ExpertService for ExpertApi {
         let presence =
             parse_enum("presence", r.presence, Presence::from_number, None).map_err(status_of)?;
         let view = self
-            .desk
+            .desk()?
             .set_presence(&id, presence)
             .await
             .map_err(status_of)?;

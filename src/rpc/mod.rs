@@ -29,6 +29,21 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/swarmdesk_descriptor.bin"));
 }
 
+/// The desk, set once the store is open and recovery is done; the services
+/// are served (and answer UNAVAILABLE) before that, so health can say
+/// NOT_SERVING during recovery.
+pub type DeskCell = std::sync::Arc<std::sync::OnceLock<crate::desk::Desk>>;
+
+fn ready_desk(cell: &DeskCell) -> Result<&crate::desk::Desk, Status> {
+    cell.get().ok_or_else(|| {
+        Status::with_error_details(
+            Code::Unavailable,
+            "starting: the store is being opened; retry shortly",
+            ErrorDetails::with_error_info("STARTING", ERROR_DOMAIN, HashMap::new()),
+        )
+    })
+}
+
 /// Metadata key carrying a stream's last delivered position when it ends.
 pub const LAST_POSITION_HEADER: &str = "swarmdesk-last-position";
 

@@ -8,6 +8,7 @@ use tracing::instrument;
 
 use super::convert::{self, parse_enum, parse_optional_enum};
 use super::pb::{self, ticket_service_server::TicketService};
+use super::DeskCell;
 use super::{status_of, status_of_end};
 use crate::desk::{Desk, NewTicket, TicketQuery};
 use crate::domain::{
@@ -42,12 +43,17 @@ fn non_empty(s: String) -> Option<String> {
 
 #[derive(Clone, Debug)]
 pub struct TicketApi {
-    desk: Desk,
+    desk: DeskCell,
 }
 
 impl TicketApi {
-    pub fn new(desk: Desk) -> Self {
+    pub fn new(desk: DeskCell) -> Self {
         TicketApi { desk }
+    }
+
+    /// The desk, or UNAVAILABLE while the store is still being opened.
+    fn desk(&self) -> Result<&Desk, Status> {
+        super::ready_desk(&self.desk)
     }
 }
 
@@ -87,7 +93,7 @@ impl TicketService for TicketApi {
             requester: r.requester,
             request_id: non_empty(r.request_id),
         };
-        let (ticket, created) = self.desk.create_ticket(new).await.map_err(status_of)?;
+        let (ticket, created) = self.desk()?.create_ticket(new).await.map_err(status_of)?;
         tracing::Span::current().record("ticket_id", tracing::field::display(ticket.id()));
         Ok(Response::new(pb::CreateTicketResponse {
             ticket: Some(convert::ticket(&ticket)),
@@ -101,7 +107,7 @@ impl TicketService for TicketApi {
         request: Request<pb::GetTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
         let id = convert::ticket_id("id", &request.get_ref().id).map_err(status_of)?;
-        let ticket = self.desk.get_ticket(id).map_err(status_of)?;
+        let ticket = self.desk()?.get_ticket(id).map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -128,7 +134,7 @@ impl TicketService for TicketApi {
                 .transpose()
                 .map_err(status_of)?,
         };
-        let page = self.desk.list_tickets(&query).map_err(status_of)?;
+        let page = self.desk()?.list_tickets(&query).map_err(status_of)?;
         Ok(Response::new(pb::ListTicketsResponse {
             tickets: page.tickets.iter().map(convert::ticket).collect(),
             next_page_token: page
@@ -148,7 +154,7 @@ impl TicketService for TicketApi {
         let visibility = parse_enum("visibility", r.visibility, Visibility::from_number, None)
             .map_err(status_of)?;
         let event = self
-            .desk
+            .desk()?
             .post_message(
                 id,
                 &r.author_id,
@@ -169,7 +175,7 @@ impl TicketService for TicketApi {
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        let ticket = self.desk.claim(id, &expert).await.map_err(status_of)?;
+        let ticket = self.desk()?.claim(id, &expert).await.map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -183,7 +189,7 @@ impl TicketService for TicketApi {
         let from = convert::expert_id("from_expert_id", &r.from_expert_id).map_err(status_of)?;
         let to = convert::expert_id("to_expert_id", &r.to_expert_id).map_err(status_of)?;
         let ticket = self
-            .desk
+            .desk()?
             .transfer(id, &from, &to)
             .await
             .map_err(status_of)?;
@@ -198,7 +204,7 @@ impl TicketService for TicketApi {
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        let ticket = self.desk.release(id, &expert).await.map_err(status_of)?;
+        let ticket = self.desk()?.release(id, &expert).await.map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -210,7 +216,7 @@ impl TicketService for TicketApi {
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        let ticket = self.desk.join(id, &expert).await.map_err(status_of)?;
+        let ticket = self.desk()?.join(id, &expert).await.map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -222,7 +228,7 @@ impl TicketService for TicketApi {
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        let ticket = self.desk.leave(id, &expert).await.map_err(status_of)?;
+        let ticket = self.desk()?.leave(id, &expert).await.map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -236,7 +242,7 @@ impl TicketService for TicketApi {
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
         let skills = convert::requirements("skills", &r.skills).map_err(status_of)?;
         let ticket = self
-            .desk
+            .desk()?
             .request_help(id, &expert, skills, r.note)
             .await
             .map_err(status_of)?;
@@ -254,7 +260,7 @@ impl TicketService for TicketApi {
         let status =
             parse_enum("status", r.status, TicketStatus::from_number, None).map_err(status_of)?;
         let ticket = self
-            .desk
+            .desk()?
             .update_status(id, &expert, status, r.note)
             .await
             .map_err(status_of)?;
@@ -270,7 +276,10 @@ impl TicketService for TicketApi {
     ) -> Result<Response<Self::WatchTicketStream>, Status> {
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let subscription = self.desk.watch_ticket(id, r.after_seq).map_err(status_of)?;
+        let subscription = self
+            .desk()?
+            .watch_ticket(id, r.after_seq)
+            .map_err(status_of)?;
         Ok(Response::new(into_stream(subscription, |d| {
             convert::event(&d.event)
         })))

@@ -56,15 +56,28 @@ pub async fn spawn_server_with(config: ServerConfig) -> TestServer {
     }
 }
 
+/// A channel to the server at `addr` once its health says SERVING (the API
+/// answers UNAVAILABLE while the store is still being opened).
 pub async fn connect(addr: std::net::SocketAddr) -> Channel {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
-    for _ in 0..200 {
+    for _ in 0..800 {
         if let Ok(channel) = endpoint.connect().await {
-            return channel;
+            let status = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                return channel;
+            }
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("server at {addr} never accepted a connection");
+    panic!("server at {addr} never became SERVING");
 }
 
 impl TestServer {
