@@ -137,6 +137,16 @@ impl RoutingState {
         self.online.get(id).is_some_and(|n| *n > 0)
     }
 
+    /// Whom routing would pick now for these requirements.
+    fn best_owner(&self, skills: &[SkillRequirement], declined: &[ExpertId]) -> Option<ExpertId> {
+        routing::choose_owner(
+            self.experts.values().map(|e| (e, self.is_online(&e.id))),
+            skills,
+            declined,
+        )
+        .map(|e| e.id.clone())
+    }
+
     fn expert(&self, id: &ExpertId) -> Result<&Expert, DeskError> {
         self.experts
             .get(id)
@@ -362,13 +372,7 @@ impl Desk {
         state: &mut RoutingState,
         ticket: &Ticket,
     ) -> Result<Written, DeskError> {
-        let owner = routing::choose_owner(
-            state.experts.values().map(|e| (e, state.is_online(&e.id))),
-            &ticket.header.skills,
-            &ticket.state.declined,
-        )
-        .map(|e| e.id.clone());
-        let Some(owner) = owner else {
+        let Some(owner) = state.best_owner(&ticket.header.skills, &ticket.state.declined) else {
             return Ok(Written::default());
         };
         let change = lifecycle::assign(ticket, &owner, now_micros())?;
@@ -420,23 +424,10 @@ impl Desk {
                     skills: new.skills,
                     created_at: now,
                 });
-                let owner = routing::choose_owner(
-                    state.experts.values().map(|e| (e, state.is_online(&e.id))),
-                    &header.skills,
-                    &[],
-                )
-                .map(|e| e.id.clone());
+                let owner = state.best_owner(&header.skills, &[]);
                 let blank = Ticket {
                     header: header.clone(),
-                    state: TicketState {
-                        status: TicketStatus::Open,
-                        owner: None,
-                        members: vec![],
-                        help_tags: vec![],
-                        declined: vec![],
-                        updated_at: now,
-                        version: 0,
-                    },
+                    state: TicketState::blank(now),
                 };
                 let mut first = blank.state.clone();
                 first.version = 1;

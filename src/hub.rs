@@ -519,13 +519,8 @@ mod tests {
                     actor: "c".into(),
                     kind: EventKind::Created,
                     state: TicketState {
-                        status: TicketStatus::Open,
-                        owner: None,
-                        members: vec![],
-                        help_tags: vec![],
-                        declined: vec![],
-                        updated_at: 0,
                         version: 1,
+                        ..TicketState::blank(0)
                     },
                 }],
                 experts: vec![],

@@ -238,6 +238,22 @@ async fn connect(server: &str) -> Result<Channel, CliError> {
         })
 }
 
+async fn update_status(
+    tickets: &mut TicketServiceClient<Channel>,
+    ticket: String,
+    expert: String,
+    status: TicketStatus,
+    note: String,
+) -> Result<pb::Ticket, tonic::Status> {
+    let request = pb::UpdateStatusRequest {
+        ticket_id: ticket,
+        expert_id: expert,
+        status: status.number(),
+        note,
+    };
+    Ok(tickets.update_status(request).await?.into_inner())
+}
+
 /// Runs one client command.
 pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), CliError> {
     let channel = connect(&options.server).await?;
@@ -462,15 +478,8 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             expert,
             note,
         } => {
-            let reply = tickets
-                .update_status(pb::UpdateStatusRequest {
-                    ticket_id: ticket,
-                    expert_id: expert,
-                    status: TicketStatus::Resolved.number(),
-                    note,
-                })
-                .await?;
-            out.ticket(&reply.into_inner());
+            let reply = update_status(&mut tickets, ticket, expert, TicketStatus::Resolved, note);
+            out.ticket(&reply.await?);
         }
         ClientCommand::Status {
             ticket,
@@ -478,15 +487,8 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             status,
             note,
         } => {
-            let reply = tickets
-                .update_status(pb::UpdateStatusRequest {
-                    ticket_id: ticket,
-                    expert_id: expert,
-                    status: status.number(),
-                    note,
-                })
-                .await?;
-            out.ticket(&reply.into_inner());
+            let reply = update_status(&mut tickets, ticket, expert, status, note);
+            out.ticket(&reply.await?);
         }
         ClientCommand::Health { service } => {
             use tonic_health::pb::health_check_response::ServingStatus;

@@ -355,6 +355,21 @@ pub struct TicketState {
     pub version: u64,
 }
 
+impl TicketState {
+    /// A ticket before its first event: open, unowned, version 0.
+    pub fn blank(now: UnixMicros) -> Self {
+        TicketState {
+            status: TicketStatus::Open,
+            owner: None,
+            members: vec![],
+            help_tags: vec![],
+            declined: vec![],
+            updated_at: now,
+            version: 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ticket {
     pub header: Arc<TicketHeader>,

@@ -1,4 +1,4 @@
-//! The embedded backend: one sled tree, one atomic batch per commit, and one
+//! The embedded backend: one sled tree, one commit point per commit, and one
 //! committer thread that makes batches of writes durable together.
 //!
 //! Key layout (all integers big-endian, so byte order is numeric order):
@@ -26,7 +26,7 @@
 //! bottleneck of every write.)
 //!
 //! Durability (see shared/SLED.md): request handlers never flush. Writers
-//! apply their batch, take an lsn and wait; the committer thread runs one
+//! write their keys, take an lsn and wait; the committer thread runs one
 //! blocking `flush()` plus an `fdatasync` of sled's log file for everything
 //! written before it began, then wakes those writers and hands the batch's
 //! events to the sink. Concurrent `flush_async` calls deadlock sled 0.34, and
@@ -152,7 +152,7 @@ struct Shared {
     tree: sled::Db,
     /// sled's log file, for the fdatasync that `flush` leaves out.
     log_file: File,
-    /// The sequencer: held across the version checks and the batch, so that
+    /// The sequencer: held across the version checks and the writes, so that
     /// positions, lsns and the store's contents advance in one order. Never
     /// held across an await or a flush.
     sequencer: Mutex<Sequencer>,
@@ -191,33 +191,14 @@ impl std::fmt::Debug for SledStore {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain counters behind,
-    // never a half-applied batch (sled applies batches atomically).
+    // never a half-written commit (repair finishes or drops it on open).
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SledStore {
     /// Opens (or creates) the store; fails if another process holds it.
     pub fn open(config: &SledConfig, sink: Arc<dyn EventSink>) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_capacity)
-            // The committer flushes every write; a second flusher would only contend.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| {
-                // sled reports a held file lock as an I/O error with this text.
-                if e.to_string().contains("could not acquire lock") {
-                    StoreError::Backend(format!(
-                        "data dir {} is in use by another running server",
-                        config.path.display()
-                    ))
-                } else {
-                    StoreError::Backend(format!(
-                        "cannot open data dir {}: {e}",
-                        config.path.display()
-                    ))
-                }
-            })?;
+        let db = open_db(config)?;
         match db.get(SCHEMA_KEY).map_err(backend)? {
             None => {
                 db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -475,6 +456,40 @@ fn repair(tree: &sled::Db) -> Result<(), StoreError> {
     }
     tree.flush().map_err(backend)?;
     Ok(())
+}
+
+/// Opens sled, waiting briefly for a lock held by a store of this process
+/// that is still shutting down (sled's own threads release it a moment
+/// after the last handle drops); another process's lock stays an error.
+fn open_db(config: &SledConfig) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let opened = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity)
+            // The committer flushes every write; a second flusher would only contend.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            // sled reports a held file lock as an I/O error with this text.
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Backend(format!(
+                        "data dir {} is in use by another running server",
+                        config.path.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(StoreError::Backend(format!(
+                    "cannot open data dir {}: {e}",
+                    config.path.display()
+                )))
+            }
+        }
+    }
 }
 
 /// The largest number stored under `prefix/`, or 0.
