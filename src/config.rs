@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or swarmdesk=debug (default: RUST_LOG, else info).
     #[arg(long, env = "SWARMDESK_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, env = "SWARMDESK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The effective settings, as `config print` shows them and as the TOML
@@ -74,6 +77,9 @@ pub struct Settings {
     /// Log filter; absent means RUST_LOG, else info.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Prometheus `/metrics` address; absent means off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The file layer: every key optional, unknown keys refused by name.
@@ -87,6 +93,7 @@ struct FileSettings {
     shutdown_grace: Option<u64>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +158,11 @@ impl Settings {
                 args.log_level.clone()
             } else {
                 file.log_level.or_else(|| args.log_level.clone())
+            },
+            metrics_listen: if given("metrics_listen") {
+                args.metrics_listen
+            } else {
+                file.metrics_listen.or(args.metrics_listen)
             },
         })
     }

@@ -202,6 +202,9 @@ impl Desk {
                 },
             );
         }
+        crate::metrics::metrics()
+            .tickets_waiting
+            .set(state.pending.len() as i64);
         tracing::info!(
             experts = state.experts.len(),
             waiting_tickets = state.pending.len(),
@@ -331,6 +334,10 @@ impl Desk {
         } else {
             state.pending.remove(ticket.id());
         }
+        record_routing(&receipt.events);
+        crate::metrics::metrics()
+            .tickets_waiting
+            .set(state.pending.len() as i64);
         let written = Written {
             lsn: receipt.lsn,
             freed,
@@ -905,6 +912,24 @@ impl Desk {
             subscription,
             _online: presence,
         })
+    }
+}
+
+/// Counts how the events of a commit gave (or did not give) owners.
+fn record_routing(events: &[Arc<TicketEvent>]) {
+    for event in events {
+        let outcome = match &event.kind {
+            EventKind::Created if event.ticket.state.owner.is_some() => "assigned_at_create",
+            EventKind::Created => "offered",
+            EventKind::Assigned { .. } => "assigned_later",
+            EventKind::Claimed { .. } => "claimed",
+            EventKind::Transferred { .. } => "transferred",
+            _ => continue,
+        };
+        crate::metrics::metrics()
+            .routing
+            .with_label_values(&[outcome])
+            .inc();
     }
 }
 

@@ -260,6 +260,7 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> Subscription {
         let (registration, rx, upto) = self.register(filter.clone());
+        crate::metrics::metrics().open_streams.inc();
         Subscription {
             hub: self.clone(),
             store,
@@ -427,6 +428,7 @@ impl Subscription {
                 return Err(self.ending());
             }
             if let Some(delivery) = self.backlog.pop_front() {
+                self.observe_lag(&delivery);
                 return Ok(delivery);
             }
             if self.cursor.position < self.upto {
@@ -447,6 +449,7 @@ impl Subscription {
             match received {
                 Some(delivery) => {
                     if self.accept(&delivery.event) {
+                        self.observe_lag(&delivery);
                         return Ok(delivery);
                     }
                 }
@@ -466,10 +469,21 @@ impl Subscription {
         }
     }
 
+    fn observe_lag(&self, delivery: &Delivery) {
+        let lag = self.hub.published().saturating_sub(delivery.event.position);
+        crate::metrics::metrics().stream_lag.observe(lag as f64);
+    }
+
     fn ending(&self) -> StreamEnd {
         StreamEnd::ShuttingDown {
             last_position: self.cursor.position,
         }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        crate::metrics::metrics().open_streams.dec();
     }
 }
 

@@ -16,6 +16,7 @@
 //!   service.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`config`]: settings from flags, environment and a TOML file.
+//! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
 //! - [`cli`]: the `swarmdesk` command's client subcommands.
 //! - [`bench`]: `swarmdesk bench`, the benchmark against a bare baseline.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod config;
 pub mod desk;
 pub mod domain;
 pub mod hub;
+pub mod metrics;
 pub mod rpc;
 pub mod server;
 pub mod store;

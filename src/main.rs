@@ -74,6 +74,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         stream_buffer: settings.stream_buffer,
         cache_capacity: settings.cache_mb * 1024 * 1024,
         shutdown_grace: Duration::from_secs(settings.shutdown_grace),
+        metrics_listen: settings.metrics_listen,
         ..ServerConfig::new(settings.data_dir)
     };
     server::run(listener, config, server::shutdown_signal()).await?;

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// How long in-flight work may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Where to serve Prometheus `/metrics`; off when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl ServerConfig {
@@ -51,6 +53,7 @@ impl ServerConfig {
             // A 64 KiB description plus 16 skills fits many times over.
             max_message_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            metrics_listen: None,
         }
     }
 }
@@ -69,6 +72,11 @@ pub enum ServerError {
     #[error("data dir {path} is not writable: {source}")]
     NotWritable {
         path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
         source: std::io::Error,
     },
     #[error("gRPC server failed: {0}")]
@@ -162,6 +170,13 @@ pub async fn run(
 
     // Fires on the shutdown signal, or when start-up fails.
     let stop = CancellationToken::new();
+    if let Some(addr) = config.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Metrics { addr, source })?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+        tokio::spawn(crate::metrics::serve(listener, stop.clone()));
+    }
     {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -188,6 +203,7 @@ pub async fn run(
         Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(crate::metrics::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

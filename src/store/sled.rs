@@ -523,6 +523,7 @@ fn run_committer(shared: &Shared) {
             )
         };
         if target > durable_lsn {
+            let started = std::time::Instant::now();
             let synced = shared
                 .tree
                 .flush()
@@ -533,6 +534,9 @@ fn run_committer(shared: &Shared) {
                 shared.durable.send_modify(|d| d.failed = Some(reason));
                 return;
             }
+            crate::metrics::metrics()
+                .store_flush_seconds
+                .observe(started.elapsed().as_secs_f64());
             durable_lsn = target;
             shared.durable.send_modify(|d| d.lsn = target);
             if !events.is_empty() {
@@ -631,7 +635,12 @@ impl Store for SledStore {
                 .ok_or_else(|| StoreError::Backend("a commit needs a tail".into()))?;
             write_derived(tree, id, &states, tail, was_waiting, false)
         };
+        let started = std::time::Instant::now();
         write().map_err(|e| self.poison(e))?;
+        let m = crate::metrics::metrics();
+        m.store_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        m.events_appended.inc_by(count);
         seq.next_position = first + count;
         let events: Vec<Arc<TicketEvent>> = records
             .into_iter()

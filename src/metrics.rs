@@ -1,0 +1,245 @@
+//! Prometheus metrics, served as text at `/metrics` on `--metrics-listen`
+//! (off by default). One process-wide registry: the figures describe the
+//! process, whatever parts of it record them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::LazyLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Every metric swarmdesk exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// RPCs by method and gRPC code.
+    pub rpc_requests: IntCounterVec,
+    /// RPC latency to the response headers, by method.
+    pub rpc_seconds: HistogramVec,
+    /// Open Subscribe and WatchTicket streams.
+    pub open_streams: IntGauge,
+    /// Events appended to the store.
+    pub events_appended: IntCounter,
+    /// Tickets waiting for an owner (status OPEN).
+    pub tickets_waiting: IntGauge,
+    /// How tickets got their owners.
+    pub routing: IntCounterVec,
+    /// Time to write one commit to the store (before durability).
+    pub store_write_seconds: Histogram,
+    /// Time of one group flush (sled flush + fdatasync).
+    pub store_flush_seconds: Histogram,
+    /// Events between the newest durable one and the one a stream delivers.
+    pub stream_lag: Histogram,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are fixed at compile time and unique, so this cannot fail.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new_custom(Some("swarmdesk".into()), None).unwrap_or_default();
+        let latency = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5,
+        ];
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+        };
+        let gauge = |name: &str, help: &str| {
+            IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+        };
+        Metrics {
+            rpc_requests: register(
+                &registry,
+                counter_vec("rpc_requests_total", "RPCs by method and gRPC code", &["method", "code"]),
+            ),
+            rpc_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("rpc_duration_seconds", "RPC latency to the response headers")
+                        .buckets(latency.clone()),
+                    &["method"],
+                )
+                .unwrap_or_else(|e| panic!("metric rpc_duration_seconds: {e}")),
+            ),
+            open_streams: register(&registry, gauge("open_streams", "Open event streams")),
+            events_appended: register(
+                &registry,
+                IntCounter::new("events_appended_total", "Events appended to the store")
+                    .unwrap_or_else(|e| panic!("metric events_appended_total: {e}")),
+            ),
+            tickets_waiting: register(
+                &registry,
+                gauge("tickets_waiting", "Tickets waiting for an owner (status OPEN)"),
+            ),
+            routing: register(
+                &registry,
+                counter_vec(
+                    "routing_outcomes_total",
+                    "How tickets got owners: assigned_at_create, offered (none eligible), assigned_later, claimed, transferred",
+                    &["outcome"],
+                ),
+            ),
+            store_write_seconds: register(
+                &registry,
+                histogram("store_write_seconds", "Time to write one commit", latency.clone()),
+            ),
+            store_flush_seconds: register(
+                &registry,
+                histogram("store_flush_seconds", "Time of one group flush + fdatasync", latency),
+            ),
+            stream_lag: register(
+                &registry,
+                histogram(
+                    "stream_lag_events",
+                    "Durable events not yet delivered when a stream delivers one",
+                    vec![0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0],
+                ),
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            return format!("# encoding failed: {e}\n");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+/// Serves `/metrics` on `listener` until `stop` fires.
+pub async fn serve(listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(answer);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+async fn answer(
+    request: http::Request<Incoming>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    let response = if request.uri().path() == "/metrics" {
+        http::Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(metrics().render())))
+    } else {
+        http::Response::builder()
+            .status(http::StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"only /metrics is here\n")))
+    };
+    Ok(response.unwrap_or_else(|_| http::Response::new(Full::new(Bytes::new()))))
+}
+
+/// Counts every RPC by method and code, and times it to its response headers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> tower_layer::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> RpcMetrics<S> {
+        RpcMetrics { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+/// The method label: known services only, so that random paths cannot grow
+/// the label set without bound.
+fn method_label(path: &str) -> String {
+    if path.starts_with("/swarmdesk.v1.") || path.starts_with("/grpc.") {
+        path.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = method_label(request.uri().path());
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            // tonic answers errors "trailers-only": the status is a header.
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                Err(_) => tonic::Code::Unknown,
+            };
+            let m = metrics();
+            m.rpc_requests
+                .with_label_values(&[method.as_str(), &format!("{code:?}")])
+                .inc();
+            m.rpc_seconds
+                .with_label_values(&[method.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
