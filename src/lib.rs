@@ -21,6 +21,7 @@
 //! - [`bench`]: `swarmdesk bench`, the benchmark against a bare baseline.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;

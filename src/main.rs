@@ -33,6 +33,13 @@ enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// Restore a backup file into an empty (or new) data dir, offline.
+    Restore {
+        #[arg(long)]
+        from: std::path::PathBuf,
+        #[arg(long, env = "SWARMDESK_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+    },
     /// Measure swarmdesk beside a bare tonic baseline (see docs/PERFORMANCE.md).
     Bench(BenchArgs),
     /// The benchmark's bare baseline server (started by `bench`).
@@ -113,6 +120,9 @@ async fn main() -> ExitCode {
                 .map_err(Into::into),
             None => Err("config print: no arguments".into()),
         },
+        Command::Restore { from, data_dir } => swarmdesk::backup::restore(&from, &data_dir)
+            .map(|count| println!("restored {count} records into {}", data_dir.display()))
+            .map_err(Into::into),
         Command::Bench(args) => bench::run(args).await.map_err(Into::into),
         Command::BenchBaseline { listen } => serve_baseline(listen).await,
         Command::Client(command) => cli::run(&cli.client, command).await.map_err(Into::into),

@@ -19,7 +19,9 @@ use tonic_health::ServingStatus;
 
 use crate::desk::Desk;
 use crate::hub::Hub;
+use crate::rpc::admin::AdminApi;
 use crate::rpc::experts::ExpertApi;
+use crate::rpc::pb::admin_service_server::AdminServiceServer;
 use crate::rpc::pb::expert_service_server::ExpertServiceServer;
 use crate::rpc::pb::ticket_service_server::TicketServiceServer;
 use crate::rpc::pb::FILE_DESCRIPTOR_SET;
@@ -167,6 +169,7 @@ pub async fn run(
         .max_decoding_message_size(config.max_message_bytes);
     let experts = ExpertServiceServer::new(ExpertApi::new(cell.clone()))
         .max_decoding_message_size(config.max_message_bytes);
+    let admin = AdminServiceServer::new(AdminApi::new(cell.clone()));
 
     // Fires on the shutdown signal, or when start-up fails.
     let stop = CancellationToken::new();
@@ -209,6 +212,7 @@ pub async fn run(
             .add_service(reflection_v1alpha)
             .add_service(tickets)
             .add_service(experts)
+            .add_service(admin)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 draining,

@@ -191,6 +191,12 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Take an online backup of the whole store into FILE (written whole or
+    /// not at all); `swarmdesk restore` turns it back into a data dir.
+    Backup {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Check the server's health (grpc.health.v1); fails unless SERVING.
     Health {
         /// A service, e.g. swarmdesk.v1.TicketService; empty: the whole server.
@@ -220,6 +226,8 @@ pub enum CliError {
     Rpc(#[from] tonic::Status),
     #[error("not serving: {0}")]
     NotServing(String),
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 async fn connect(server: &str) -> Result<Channel, CliError> {
@@ -252,6 +260,37 @@ async fn update_status(
         note,
     };
     Ok(tickets.update_status(request).await?.into_inner())
+}
+
+/// Streams a backup into `<out>.partial`, checks it whole, then renames it:
+/// `out` is either a complete, verified backup or absent.
+async fn backup(channel: Channel, out: &std::path::Path) -> Result<u64, CliError> {
+    use std::io::Write;
+    let failed = |e: &dyn std::fmt::Display| CliError::Backup(e.to_string());
+    let partial = out.with_extension("partial");
+    let mut stream = pb::admin_service_client::AdminServiceClient::new(channel)
+        .backup(pb::BackupRequest {})
+        .await?
+        .into_inner();
+    let written = async {
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(&partial).map_err(|e| failed(&e))?);
+        while let Some(chunk) = stream.message().await? {
+            file.write_all(&chunk.data).map_err(|e| failed(&e))?;
+        }
+        let file = file.into_inner().map_err(|e| failed(&e))?;
+        file.sync_all().map_err(|e| failed(&e))?;
+        let check = std::fs::File::open(&partial).map_err(|e| failed(&e))?;
+        let pairs =
+            crate::backup::read_backup(std::io::BufReader::new(check)).map_err(|e| failed(&e))?;
+        std::fs::rename(&partial, out).map_err(|e| failed(&e))?;
+        Ok::<u64, CliError>(pairs.len() as u64)
+    }
+    .await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
 }
 
 /// Runs one client command.
@@ -489,6 +528,17 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
         } => {
             let reply = update_status(&mut tickets, ticket, expert, status, note);
             out.ticket(&reply.await?);
+        }
+        ClientCommand::Backup { out } => {
+            let count = backup(channel, &out).await?;
+            if options.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "file": out.display().to_string(), "pairs": count })
+                );
+            } else {
+                println!("backup written to {} ({count} records)", out.display());
+            }
         }
         ClientCommand::Health { service } => {
             use tonic_health::pb::health_check_response::ServingStatus;

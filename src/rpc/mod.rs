@@ -1,6 +1,7 @@
 //! The gRPC surface: generated code, conversions between it and the domain,
 //! the one mapping from domain errors to status codes, and a file per service.
 
+pub mod admin;
 pub mod convert;
 pub mod experts;
 pub mod tickets;

@@ -77,6 +77,12 @@ pub struct Receipt {
     pub events: Vec<Arc<TicketEvent>>,
 }
 
+/// One stored key and its value, as [`Store::export`] hands them out.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// Receives exported pairs.
+pub type PairSink<'a> = dyn FnMut(&[u8], &[u8]) -> std::io::Result<()> + 'a;
+
 pub type DurableFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'static>>;
 
 pub trait Store: Send + Sync + fmt::Debug + 'static {
@@ -136,4 +142,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Makes everything durable and stops the background work.
     fn close(&self) -> Result<(), StoreError>;
+
+    /// Hands every stored key and value, as of one moment (writes wait
+    /// meanwhile), to `each`; returns how many. The pairs are the backend's
+    /// own layout: a backup restores into the same backend.
+    fn export(&self, each: &mut PairSink<'_>) -> Result<u64, StoreError>;
 }

@@ -43,7 +43,7 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{Commit, DurableFuture, EventSink, Lsn, Receipt, Store, StoreError};
+use super::{Commit, DurableFuture, EventSink, Lsn, Pair, PairSink, Receipt, Store, StoreError};
 use crate::domain::model::Ticket;
 use crate::domain::{
     EventKind, Expert, ExpertId, TicketEvent, TicketHeader, TicketId, TicketState, TicketStatus,
@@ -458,6 +458,29 @@ fn repair(tree: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Creates a new store at `path` from exported pairs (see
+/// [`Store::export`]); `path` must not hold a store yet.
+pub fn import(
+    path: &Path,
+    pairs: impl Iterator<Item = Result<Pair, StoreError>>,
+) -> Result<u64, StoreError> {
+    let db = open_db(&SledConfig::new(path))?;
+    if !db.is_empty() {
+        return Err(StoreError::Backend(format!(
+            "{} already holds a store",
+            path.display()
+        )));
+    }
+    let mut count = 0;
+    for pair in pairs {
+        let (k, v) = pair?;
+        db.insert(k, v).map_err(backend)?;
+        count += 1;
+    }
+    db.flush().map_err(backend)?;
+    Ok(count)
+}
+
 /// Opens sled, waiting briefly for a lock held by a store of this process
 /// that is still shutting down (sled's own threads release it a moment
 /// after the last handle drops); another process's lock stays an error.
@@ -833,6 +856,19 @@ impl Store for SledStore {
             Some(v) => Ok(Some(u64_at(&v, 0)?)),
             None => Ok(None),
         }
+    }
+
+    fn export(&self, each: &mut PairSink<'_>) -> Result<u64, StoreError> {
+        // Holding the sequencer stops writes, so the copy is of one moment
+        // (and, every commit being whole under it, needs no repair).
+        let _seq = lock(&self.shared.sequencer);
+        let mut count = 0;
+        for item in self.shared.tree.iter() {
+            let (k, v) = item.map_err(backend)?;
+            each(&k, &v).map_err(|e| StoreError::Backend(format!("export: {e}")))?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     fn close(&self) -> Result<(), StoreError> {

@@ -1,0 +1,83 @@
+//! AdminService: the online backup.
+
+use std::io::{BufWriter, Read, Seek, SeekFrom};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::pb::{self, admin_service_server::AdminService};
+use super::tickets::EventStream;
+use super::{ready_desk, DeskCell};
+use crate::backup::BackupWriter;
+
+/// Bytes per streamed chunk.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct AdminApi {
+    desk: DeskCell,
+}
+
+impl AdminApi {
+    pub fn new(desk: DeskCell) -> Self {
+        AdminApi { desk }
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    type BackupStream = EventStream<pb::BackupChunk>;
+
+    #[instrument(skip_all)]
+    async fn backup(
+        &self,
+        _request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let store = ready_desk(&self.desk)?.store().clone();
+        // Snapshot to a private temporary file first: the store is paused
+        // only as long as the local copy takes, not as long as the client
+        // takes to read it.
+        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, String> {
+            let mut file = tempfile::tempfile().map_err(|e| e.to_string())?;
+            let mut writer =
+                BackupWriter::new(BufWriter::new(&mut file)).map_err(|e| e.to_string())?;
+            let pairs = store
+                .export(&mut |k, v| writer.pair(k, v))
+                .map_err(|e| e.to_string())?;
+            writer.finish().map_err(|e| e.to_string())?;
+            tracing::info!(pairs, "backup snapshot taken");
+            file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("backup task: {e}")))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "backup failed");
+            Status::internal("backup failed")
+        })?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            loop {
+                let mut data = vec![0u8; CHUNK];
+                match file.read(&mut data) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        data.truncate(n);
+                        if tx.blocking_send(Ok(pb::BackupChunk { data })).is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    Err(e) => {
+                        let _ =
+                            tx.blocking_send(Err(Status::internal(format!("backup read: {e}"))));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
