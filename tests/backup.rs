@@ -23,6 +23,29 @@ async fn run_cli(args: Vec<String>) -> (bool, String, String) {
     .unwrap()
 }
 
+async fn backup(server: &TestServer, file: &std::path::Path) -> (bool, String, String) {
+    let url = format!("http://{}", server.addr);
+    run_cli(vec![
+        "backup".into(),
+        "--server".into(),
+        url,
+        "--out".into(),
+        file.display().to_string(),
+    ])
+    .await
+}
+
+async fn restore(file: &std::path::Path, target: &std::path::Path) -> (bool, String, String) {
+    run_cli(vec![
+        "restore".into(),
+        "--from".into(),
+        file.display().to_string(),
+        "--data-dir".into(),
+        target.display().to_string(),
+    ])
+    .await
+}
+
 /// Everything a client can see of the state.
 async fn state_of(
     server: &TestServer,
@@ -97,38 +120,16 @@ async fn backup_then_restore_gives_an_identical_server() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("swarmdesk.backup");
-    let url = format!("http://{}", server.addr);
-    let (ok, stdout, stderr) = run_cli(vec![
-        "backup".into(),
-        "--server".into(),
-        url,
-        "--out".into(),
-        file.display().to_string(),
-    ])
-    .await;
+    let (ok, stdout, stderr) = backup(&server, &file).await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("backup written"), "{stdout}");
     drop(server.stop().await);
 
     let restored_dir = dir.path().join("restored");
-    let (ok, _, stderr) = run_cli(vec![
-        "restore".into(),
-        "--from".into(),
-        file.display().to_string(),
-        "--data-dir".into(),
-        restored_dir.display().to_string(),
-    ])
-    .await;
+    let (ok, _, stderr) = restore(&file, &restored_dir).await;
     assert!(ok, "{stderr}");
     // Restoring over a store is refused.
-    let (ok, _, stderr) = run_cli(vec![
-        "restore".into(),
-        "--from".into(),
-        file.display().to_string(),
-        "--data-dir".into(),
-        restored_dir.display().to_string(),
-    ])
-    .await;
+    let (ok, _, stderr) = restore(&file, &restored_dir).await;
     assert!(!ok);
     assert!(stderr.contains("not empty"), "{stderr}");
 
@@ -147,15 +148,7 @@ async fn a_damaged_backup_is_refused_and_leaves_nothing() {
     server.create("vpn", &[("network", L1)], P2).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b");
-    let url = format!("http://{}", server.addr);
-    let (ok, _, stderr) = run_cli(vec![
-        "backup".into(),
-        "--server".into(),
-        url,
-        "--out".into(),
-        file.display().to_string(),
-    ])
-    .await;
+    let (ok, _, stderr) = backup(&server, &file).await;
     assert!(ok, "{stderr}");
     let good = std::fs::read(&file).unwrap();
     for (name, bytes) in [
@@ -170,14 +163,7 @@ async fn a_damaged_backup_is_refused_and_leaves_nothing() {
         let damaged = dir.path().join(name);
         std::fs::write(&damaged, bytes).unwrap();
         let target = dir.path().join(format!("{name}-data"));
-        let (ok, _, stderr) = run_cli(vec![
-            "restore".into(),
-            "--from".into(),
-            damaged.display().to_string(),
-            "--data-dir".into(),
-            target.display().to_string(),
-        ])
-        .await;
+        let (ok, _, stderr) = restore(&damaged, &target).await;
         assert!(!ok, "{name} accepted");
         assert!(stderr.contains(name), "{name}: {stderr}");
         assert!(!target.exists(), "{name}: nothing may be left behind");
