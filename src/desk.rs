@@ -539,6 +539,12 @@ impl Desk {
             let mut state = self.lock();
             if let Some(position) = self.known_request(idempotency_key.as_deref())? {
                 let event = self.event_at(position)?;
+                if event.ticket_id() != id {
+                    return Err(DeskError::invalid(
+                        "request_id",
+                        format!("already used for ticket {}", event.ticket_id()),
+                    ));
+                }
                 let ticket = self.load_ticket(id)?;
                 (ticket, vec![event], self.inner.store.written_lsn())
             } else {

@@ -139,6 +139,9 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
             status,
         )
         .await;
+    health
+        .set_service_status(<AdminServiceServer<AdminApi> as NamedService>::NAME, status)
+        .await;
 }
 
 /// Serves on `listener` until `shutdown` resolves, then ends open streams

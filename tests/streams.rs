@@ -326,7 +326,11 @@ async fn create_and_post_are_idempotent_on_request_id() {
         .await
         .unwrap()
         .into_inner();
-    let b = tickets.post_message(post).await.unwrap().into_inner();
+    let b = tickets
+        .post_message(post.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(a.position, b.position);
     let page = tickets
         .list_tickets(pb::ListTicketsRequest::default())
@@ -335,6 +339,17 @@ async fn create_and_post_are_idempotent_on_request_id() {
         .into_inner();
     assert_eq!(page.tickets.len(), 1);
     assert_eq!(page.tickets[0].version, 2, "one creation, one message");
+    // The same request id on another ticket is a client bug, not a replay.
+    let other = server.create("other", &[("network", L1)], P3).await;
+    let reused = tickets
+        .post_message(pb::PostMessageRequest {
+            ticket_id: other.id.clone(),
+            ..post
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument, "{reused:?}");
+    assert_eq!(server.get(&other.id).await.version, 1);
 }
 
 #[tokio::test]
