@@ -563,7 +563,18 @@ fn run_committer(shared: &Shared) {
             durable_lsn = target;
             shared.durable.send_modify(|d| d.lsn = target);
             if !events.is_empty() {
-                shared.sink.publish(&events);
+                // A panicking sink must not take the committer with it: every
+                // later writer would wait for durability forever.
+                let published = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    shared.sink.publish(&events)
+                }));
+                if published.is_err() {
+                    tracing::error!(
+                        first = events[0].position,
+                        count = events.len(),
+                        "event sink panicked; these events are in the store but were not streamed live"
+                    );
+                }
             }
         }
         if closing && lock(&shared.pending).written == durable_lsn {
