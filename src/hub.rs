@@ -276,6 +276,25 @@ impl Hub {
 
 impl EventSink for Hub {
     fn publish(&self, events: &[Arc<TicketEvent>]) {
+        let delivered =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.deliver(events)));
+        if delivered.is_err() {
+            // Some subscribers may have missed events: drop every live feed,
+            // so each cursor catches up from the store, where all of them are.
+            tracing::error!("fan-out panicked; every stream resyncs from the store");
+            let mut index = self.write();
+            *index = Index::default();
+            if let Some(last) = events.last() {
+                self.shared
+                    .published
+                    .store(last.position, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Hub {
+    fn deliver(&self, events: &[Arc<TicketEvent>]) {
         let mut dropped: Vec<SubId> = Vec::new();
         {
             let index = self.read();
