@@ -250,3 +250,31 @@ async fn the_health_command_probes_a_server() {
     assert!(!ok, "a stopped server is not healthy");
     assert!(stderr.contains("cannot reach"), "{stderr}");
 }
+
+#[tokio::test]
+async fn health_watch_sees_serving_then_not_serving_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = swarmdesk::server::ServerConfig {
+        // The watch stream itself holds the drain open until the grace ends.
+        shutdown_grace: std::time::Duration::from_millis(500),
+        ..swarmdesk::server::ServerConfig::new(dir.path().join("data"))
+    };
+    let server = spawn_server_with(config).await;
+    let mut watch = HealthClient::new(connect(server.addr).await)
+        .watch(HealthCheckRequest {
+            service: "swarmdesk.v1.TicketService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap().status;
+    assert_eq!(first, ServingStatus::Serving as i32);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let next = watch.message().await;
+        let _ = tx.send(next.ok().flatten().map(|m| m.status));
+    });
+    drop(server.stop().await);
+    let during_shutdown = tokio::time::timeout(WAIT, rx).await.unwrap().unwrap();
+    assert_eq!(during_shutdown, Some(ServingStatus::NotServing as i32));
+}
