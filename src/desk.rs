@@ -222,10 +222,6 @@ impl Desk {
         })
     }
 
-    pub fn hub(&self) -> &Hub {
-        &self.inner.hub
-    }
-
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }

@@ -18,6 +18,7 @@
 //! records the last position it published: a new subscriber replays the
 //! store up to that watermark and takes everything after it live.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -51,10 +52,9 @@ impl Filter {
             }),
             Filter::Ticket(id) if *id == event.ticket_id() => {
                 public_view(event).map(|view| Delivery {
-                    event: if view == **event {
-                        event.clone()
-                    } else {
-                        Arc::new(view)
+                    event: match view {
+                        Cow::Borrowed(_) => event.clone(),
+                        Cow::Owned(redacted) => Arc::new(redacted),
                     },
                     reason: None,
                 })

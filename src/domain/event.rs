@@ -4,6 +4,7 @@
 //! Both are functions of the event and the viewer only, so a replay from the
 //! store and live delivery always agree.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -159,23 +160,25 @@ pub fn swarm_reason(event: &TicketEvent, viewer: &Viewer) -> Option<SwarmReason>
 
 /// The event as a requester's watch shows it, or `None` if it is for the
 /// swarm only: internal messages and help requests are dropped, status notes
-/// are blanked.
-pub fn public_view(event: &TicketEvent) -> Option<TicketEvent> {
+/// are blanked. Borrowed when nothing needed hiding, so callers can share it.
+pub fn public_view(event: &TicketEvent) -> Option<Cow<'_, TicketEvent>> {
     match &event.kind {
         EventKind::Message {
             visibility: Visibility::Internal,
             ..
         }
         | EventKind::HelpRequested { .. } => None,
-        EventKind::StatusChanged { from, to, .. } => Some(TicketEvent {
-            kind: EventKind::StatusChanged {
-                from: *from,
-                to: *to,
-                note: String::new(),
-            },
-            ..event.clone()
-        }),
-        _ => Some(event.clone()),
+        EventKind::StatusChanged { from, to, note } if !note.is_empty() => {
+            Some(Cow::Owned(TicketEvent {
+                kind: EventKind::StatusChanged {
+                    from: *from,
+                    to: *to,
+                    note: String::new(),
+                },
+                ..event.clone()
+            }))
+        }
+        _ => Some(Cow::Borrowed(event)),
     }
 }
 
@@ -336,7 +339,7 @@ mod tests {
             },
             t,
         );
-        match public_view(&status).unwrap().kind {
+        match public_view(&status).unwrap().into_owned().kind {
             EventKind::StatusChanged { note, .. } => assert!(note.is_empty()),
             other => panic!("unexpected {other:?}"),
         }

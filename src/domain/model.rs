@@ -308,10 +308,6 @@ pub struct Expert {
 }
 
 impl Expert {
-    pub fn rank_of(&self, tag: &Tag) -> Option<Rank> {
-        self.skills.iter().find(|s| &s.tag == tag).map(|s| s.rank)
-    }
-
     /// The channels a Subscribe without channels listens on.
     pub fn effective_channels(&self) -> Vec<Tag> {
         match &self.channels {
