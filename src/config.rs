@@ -1,15 +1,22 @@
 //! The server's settings, layered: command-line flag > environment
 //! (SWARMDESK_*) > TOML file (`--config`) > built-in default.
 //!
-//! clap resolves flags, environment and defaults, and says where each value
-//! came from; a value that is only the default gives way to the file.
+//! One struct is both the clap arguments and the TOML keys. clap resolves
+//! flags, environment and defaults and says where each value came from;
+//! resolving turns the values that are only defaults, the file's keys and
+//! the given values into three TOML tables and overlays them in that order,
+//! so a new setting needs no layering code of its own.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
 use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthLimits;
+use crate::server::{AuthMode, ServerConfig, TlsFiles};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -18,17 +25,27 @@ pub enum LogFormat {
     Json,
 }
 
-/// `serve` (and `config print`) flags. Every one can also be set in the
-/// environment or the file; see [`Settings`] for what each means.
-#[derive(Args, Clone, Debug)]
-pub struct ServeArgs {
+/// `--auth on|off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthSetting {
+    On,
+    Off,
+}
+
+/// `serve` (and `config print`) settings: flags, SWARMDESK_* variables and
+/// TOML keys (the field names) alike.
+#[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
     /// A TOML file with any of the settings below (flags and environment win).
     #[arg(long, env = "SWARMDESK_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "SWARMDESK_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Where tickets, events, experts and memberships are kept.
+    /// Where tickets, events, experts, memberships and tokens are kept.
     #[arg(long, env = "SWARMDESK_DATA_DIR", default_value = "./swarmdesk-data")]
     pub data_dir: PathBuf,
     /// Events buffered per open stream before a slow reader is made to catch
@@ -51,49 +68,60 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// Log filter, e.g. info or swarmdesk=debug (default: RUST_LOG, else info).
     #[arg(long, env = "SWARMDESK_LOG_LEVEL")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub log_level: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
     #[arg(long, env = "SWARMDESK_METRICS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub metrics_listen: Option<SocketAddr>,
-}
-
-/// The effective settings, as `config print` shows them and as the TOML
-/// file spells them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Data directory (created if missing).
-    pub data_dir: PathBuf,
-    /// Events buffered per open stream.
-    pub stream_buffer: usize,
-    /// sled page cache, in MiB.
-    pub cache_mb: u64,
-    /// Seconds in-flight calls get after a shutdown signal.
-    pub shutdown_grace: u64,
-    /// pretty or json.
-    pub log_format: LogFormat,
-    /// Log filter; absent means RUST_LOG, else info.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
-    /// Prometheus `/metrics` address; absent means off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_listen: Option<SocketAddr>,
-}
-
-/// The file layer: every key optional, unknown keys refused by name.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    stream_buffer: Option<usize>,
-    cache_mb: Option<u64>,
-    shutdown_grace: Option<u64>,
-    log_format: Option<LogFormat>,
-    log_level: Option<String>,
-    metrics_listen: Option<SocketAddr>,
+    /// Require a bearer token on every call. `off` makes every caller an
+    /// admin and is refused on a non-loopback address.
+    #[arg(long, env = "SWARMDESK_AUTH", value_enum, default_value = "on")]
+    pub auth: AuthSetting,
+    /// PEM certificate (chain) to serve TLS with; needs --tls-key.
+    #[arg(long, env = "SWARMDESK_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWARMDESK_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that client certificates must chain to (mutual TLS: clients
+    /// without a valid certificate are refused).
+    #[arg(long, env = "SWARMDESK_TLS_CLIENT_CA")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Sustained calls per second per token (a token bucket); over it,
+    /// RESOURCE_EXHAUSTED with a retry delay.
+    #[arg(long, env = "SWARMDESK_RATE_LIMIT", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+    /// Calls a token may make in a burst above the sustained rate.
+    #[arg(long, env = "SWARMDESK_RATE_BURST", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+    /// Open streams per token.
+    #[arg(long, env = "SWARMDESK_MAX_STREAMS_PER_TOKEN", default_value_t = 16)]
+    pub max_streams_per_token: usize,
+    /// Open streams on the whole server.
+    #[arg(long, env = "SWARMDESK_MAX_STREAMS", default_value_t = 20_000)]
+    pub max_streams: usize,
+    /// Connections open at once; more wait in the listen backlog.
+    #[arg(long, env = "SWARMDESK_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Concurrent calls on one HTTP/2 connection.
+    #[arg(
+        long,
+        env = "SWARMDESK_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 1024
+    )]
+    pub max_streams_per_connection: u32,
+    /// Largest request message, in bytes; bigger ones are refused
+    /// (RESOURCE_EXHAUSTED) before they are decoded.
+    #[arg(long, env = "SWARMDESK_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Seconds a unary call may run before DEADLINE_EXCEEDED (streams are
+    /// not cut); a client's shorter grpc-timeout wins.
+    #[arg(long, env = "SWARMDESK_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,70 +133,101 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
 }
 
-fn load_file(path: &Path) -> Result<FileSettings, ConfigError> {
+fn load_file(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.message().to_owned(),
-    })
+    text.parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_owned(),
+        })
 }
 
 impl Settings {
-    /// Resolves the layers for `args`, parsed from `matches` (the matches of
-    /// the subcommand that holds the [`ServeArgs`]).
-    pub fn resolve(args: &ServeArgs, matches: &ArgMatches) -> Result<Self, ConfigError> {
-        let file = match &args.config {
-            Some(path) => load_file(path)?,
-            None => FileSettings::default(),
+    /// Resolves the layers for these (clap-parsed) settings; `matches` are
+    /// the matches of the subcommand that holds them.
+    pub fn resolve(&self, matches: &ArgMatches) -> Result<Self, ConfigError> {
+        let Some(path) = &self.config else {
+            return Ok(self.clone());
         };
-        // A value counts as given when it came from a flag or the environment.
-        let given = |id: &str| {
-            matches
-                .value_source(id)
-                .is_some_and(|s| s != ValueSource::DefaultValue)
-        };
-        fn pick<T>(given: bool, flag: T, file: Option<T>) -> T {
-            if given {
-                flag
+        let file = load_file(path)?;
+        let parsed = toml::Table::try_from(self)
+            .map_err(|e| ConfigError::Invalid(format!("cannot render settings: {e}")))?;
+        let (mut merged, mut given) = (toml::Table::new(), toml::Table::new());
+        for (key, value) in parsed {
+            // A value counts as given when it came from a flag or the environment.
+            let from_user = matches
+                .value_source(&key)
+                .is_some_and(|s| s != ValueSource::DefaultValue);
+            if from_user {
+                given.insert(key, value);
             } else {
-                file.unwrap_or(flag)
+                merged.insert(key, value);
             }
         }
-        Ok(Settings {
-            listen: pick(given("listen"), args.listen, file.listen),
-            data_dir: pick(given("data_dir"), args.data_dir.clone(), file.data_dir),
-            stream_buffer: pick(
-                given("stream_buffer"),
-                args.stream_buffer,
-                file.stream_buffer,
-            ),
-            cache_mb: pick(given("cache_mb"), args.cache_mb, file.cache_mb),
-            shutdown_grace: pick(
-                given("shutdown_grace"),
-                args.shutdown_grace,
-                file.shutdown_grace,
-            ),
-            log_format: pick(given("log_format"), args.log_format, file.log_format),
-            log_level: if given("log_level") {
-                args.log_level.clone()
-            } else {
-                file.log_level.or_else(|| args.log_level.clone())
-            },
-            metrics_listen: if given("metrics_listen") {
-                args.metrics_listen
-            } else {
-                file.metrics_listen.or(args.metrics_listen)
-            },
-        })
+        merged.extend(file);
+        merged.extend(given);
+        let mut settings: Settings =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.message().to_owned(),
+                })?;
+        settings.config = self.config.clone();
+        Ok(settings)
     }
 
     /// The settings as TOML, loadable again with `--config`.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+
+    /// The server configuration these settings describe.
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        let nonzero = |name: &str, n: u32| {
+            std::num::NonZeroU32::new(n)
+                .ok_or_else(|| ConfigError::Invalid(format!("{name} must be at least 1")))
+        };
+        Ok(ServerConfig {
+            stream_buffer: self.stream_buffer,
+            cache_capacity: self.cache_mb * 1024 * 1024,
+            max_message_bytes: self.max_message_bytes,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            metrics_listen: self.metrics_listen,
+            auth: match self.auth {
+                AuthSetting::On => AuthMode::On,
+                AuthSetting::Off => AuthMode::Off,
+            },
+            limits: AuthLimits {
+                requests_per_second: nonzero("rate_limit", self.rate_limit)?,
+                request_burst: nonzero("rate_burst", self.rate_burst)?,
+                streams_per_principal: self.max_streams_per_token,
+                max_streams: self.max_streams,
+            },
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                (None, None) if self.tls_client_ca.is_none() => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "tls_cert and tls_key go together, and tls_client_ca needs them".into(),
+                    ))
+                }
+            },
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            request_timeout: Duration::from_secs(self.request_timeout),
+            ..ServerConfig::new(&self.data_dir)
+        })
     }
 }

@@ -16,13 +16,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AuthLimits, TokenRegistry};
 use crate::domain::lifecycle::{self, Author, Move};
 use crate::domain::routing::{self, PendingQueue, PendingTicket};
 use crate::domain::{
-    check_short_text, check_skill_list, check_text, ContactChannel, DeskError, EventKind, Expert,
-    ExpertId, Presence, Priority, Skill, SkillRequirement, Tag, Ticket, TicketEvent, TicketHeader,
-    TicketId, TicketKind, TicketState, TicketStatus, Viewer, Visibility, DEFAULT_CAPACITY,
-    MAX_BODY_BYTES, MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES, MAX_TITLE_CHARS,
+    check_short_text, check_skill_list, check_text, BotName, ContactChannel, DeskError, EventKind,
+    Expert, ExpertId, Presence, Priority, Skill, SkillRequirement, Tag, Ticket, TicketEvent,
+    TicketHeader, TicketId, TicketKind, TicketState, TicketStatus, Viewer, Visibility,
+    DEFAULT_CAPACITY, MAX_BODY_BYTES, MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES, MAX_TITLE_CHARS,
 };
 use crate::hub::{Filter, Hub, Start, Subscription};
 use crate::store::{Commit, Lsn, NewEvent, Receipt, Store, StoreError};
@@ -39,6 +40,16 @@ impl From<StoreError> for DeskError {
             StoreError::Conflict(what) => DeskError::Conflict(what),
             other => DeskError::Storage(other.to_string()),
         }
+    }
+}
+
+/// The idempotency key of a request id. Each bot has its own namespace, so
+/// one bot can neither replay nor probe another's request ids (bot names
+/// have no ':', so the two forms never collide).
+fn request_key(operation: &str, bot: Option<&BotName>, request_id: &str) -> String {
+    match bot {
+        Some(bot) => format!("{operation}@{bot}:{request_id}"),
+        None => format!("{operation}:{request_id}"),
     }
 }
 
@@ -59,6 +70,8 @@ pub struct NewTicket {
     pub priority: Priority,
     pub skills: Vec<SkillRequirement>,
     pub request_id: Option<String>,
+    /// The bot creating it, if a bot is.
+    pub created_by: Option<BotName>,
 }
 
 impl NewTicket {
@@ -109,6 +122,8 @@ pub struct TicketQuery {
     pub status: Option<TicketStatus>,
     pub owner: Option<ExpertId>,
     pub tag: Option<Tag>,
+    /// Only tickets this bot created (what a bot's listing is limited to).
+    pub created_by: Option<BotName>,
     pub page_size: usize,
     /// The first ticket id to examine.
     pub from: Option<TicketId>,
@@ -160,6 +175,7 @@ struct Inner {
     hub: Hub,
     routing: Mutex<RoutingState>,
     shutdown: CancellationToken,
+    tokens: TokenRegistry,
 }
 
 /// The swarmdesk service. Cheap to clone; every clone is the same desk.
@@ -186,7 +202,9 @@ impl Written {
 impl Desk {
     /// Loads the routing state (every expert, the tickets waiting for an
     /// owner: not every ticket ever) from an open store.
-    pub fn open(store: Arc<dyn Store>, hub: Hub) -> Result<Self, DeskError> {
+    pub fn open(store: Arc<dyn Store>, hub: Hub, limits: AuthLimits) -> Result<Self, DeskError> {
+        let shutdown = CancellationToken::new();
+        let tokens = TokenRegistry::open(store.clone(), limits, shutdown.clone())?;
         let mut state = RoutingState::default();
         for expert in store.experts()? {
             state.assignment_seq = state.assignment_seq.max(expert.last_assigned_seq);
@@ -217,13 +235,18 @@ impl Desk {
                 store,
                 hub,
                 routing: Mutex::new(state),
-                shutdown: CancellationToken::new(),
+                shutdown,
+                tokens,
             }),
         })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    pub fn tokens(&self) -> &TokenRegistry {
+        &self.inner.tokens
     }
 
     /// Ends every open stream (with its last position) and refuses new work.
@@ -403,7 +426,10 @@ impl Desk {
     pub async fn create_ticket(&self, new: NewTicket) -> Result<(Ticket, bool), DeskError> {
         self.check_running()?;
         new.validate()?;
-        let key = new.request_id.as_ref().map(|r| format!("create:{r}"));
+        let key = new
+            .request_id
+            .as_deref()
+            .map(|r| request_key("create", new.created_by.as_ref(), r));
         let (ticket, lsn, created) = {
             let mut state = self.lock();
             if let Some(position) = self.known_request(key.as_deref())? {
@@ -426,6 +452,7 @@ impl Desk {
                     priority: new.priority,
                     skills: new.skills,
                     created_at: now,
+                    created_by: new.created_by,
                 });
                 let owner = state.best_owner(&header.skills, &[]);
                 let blank = Ticket {
@@ -503,7 +530,11 @@ impl Desk {
                     && query
                         .tag
                         .as_ref()
-                        .is_none_or(|t| ticket.audience().any(|a| a == t));
+                        .is_none_or(|t| ticket.audience().any(|a| a == t))
+                    && query
+                        .created_by
+                        .as_ref()
+                        .is_none_or(|b| ticket.header.created_by.as_ref() == Some(b));
                 if matches {
                     tickets.push(ticket.clone());
                 }
@@ -691,6 +722,7 @@ impl Desk {
         body: String,
         visibility: Visibility,
         request_id: Option<String>,
+        bot: Option<&BotName>,
     ) -> Result<Arc<TicketEvent>, DeskError> {
         if author.is_empty() {
             return Err(DeskError::invalid("author_id", "an author is required"));
@@ -703,7 +735,7 @@ impl Desk {
         if let Some(r) = &request_id {
             check_short_text("request_id", r)?;
         }
-        let key = request_id.map(|r| format!("post:{r}"));
+        let key = request_id.map(|r| request_key("post", bot, &r));
         let now = now_micros();
         let (_, events) = self
             .change_ticket(id, author, key, |state, ticket| {
@@ -723,15 +755,21 @@ impl Desk {
             .ok_or_else(|| DeskError::Storage("message was not recorded".into()))
     }
 
-    /// A requester's view of one ticket, from after `after_seq`, then live.
-    pub fn watch_ticket(&self, id: TicketId, after_seq: u64) -> Result<Subscription, DeskError> {
+    /// A requester's view of one ticket, from after `after_seq`, then live,
+    /// until `stop` (which must end at shutdown too).
+    pub fn watch_ticket(
+        &self,
+        id: TicketId,
+        after_seq: u64,
+        stop: CancellationToken,
+    ) -> Result<Subscription, DeskError> {
         self.check_running()?;
         self.load_ticket(id)?;
         Ok(self.inner.hub.subscribe(
             self.inner.store.clone(),
             Filter::Ticket(id),
             Start::AfterSeq(after_seq),
-            self.shutdown_token(),
+            stop,
         ))
     }
 
@@ -852,12 +890,14 @@ impl Desk {
 
     /// Opens an expert's stream. Non-empty `channels` replace their persisted
     /// channel set; empty ones use it (or their skill tags). The expert is
-    /// online, and routing runs for them, from here until the stream drops.
+    /// online, and routing runs for them, from here until the stream drops
+    /// or `stop` (which must end at shutdown too) fires.
     pub async fn subscribe(
         &self,
         id: &ExpertId,
         channels: Vec<Tag>,
         after_position: u64,
+        stop: CancellationToken,
     ) -> Result<ExpertStream, DeskError> {
         self.check_running()?;
         if channels.len() > MAX_CHANNELS {
@@ -897,7 +937,7 @@ impl Desk {
                 self.inner.store.clone(),
                 Filter::Expert(viewer),
                 Start::AfterPosition(after_position),
-                self.shutdown_token(),
+                stop,
             );
             *state.online.entry(id.clone()).or_insert(0) += 1;
             let routed = self.route_waiting_to(&mut state, id);

@@ -545,6 +545,7 @@ mod tests {
                         min_rank: Rank::L1,
                     }],
                     created_at: 0,
+                    created_by: None,
                 })),
                 expected_version: 0,
                 events: vec![NewEvent {

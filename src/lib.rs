@@ -12,22 +12,30 @@
 //!   guarantee.
 //! - [`desk`]: every API operation, applying the domain's rules against the
 //!   store and the hub.
+//! - [`auth`]: tokens at run time: authentication, rate and stream caps,
+//!   creation and revocation (the rights themselves are in the domain).
 //! - [`rpc`]: generated code, conversions, the status mapping, one file per
 //!   service.
-//! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - [`server`]: wiring, health, reflection, TLS, graceful shutdown;
+//!   [`listener`] caps the connections it accepts.
+//! - [`client`]: connecting as a client (TLS, bearer token), for the CLI,
+//!   the benchmark and the tests.
 //! - [`config`]: settings from flags, environment and a TOML file.
 //! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
 //! - [`cli`]: the `swarmdesk` command's client subcommands.
 //! - [`bench`]: `swarmdesk bench`, the benchmark against a bare baseline.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod backup;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod desk;
 pub mod domain;
 pub mod hub;
+pub mod listener;
 pub mod metrics;
 pub mod rpc;
 pub mod server;

@@ -2,13 +2,12 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use swarmdesk::bench::{self, BenchArgs};
 use swarmdesk::cli::{self, ClientCommand, ClientOptions};
-use swarmdesk::config::{LogFormat, ServeArgs, Settings};
-use swarmdesk::server::{self, ServerConfig};
+use swarmdesk::config::{LogFormat, Settings};
+use swarmdesk::server;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -27,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (embedded sled store; no other service needed).
-    Serve(ServeArgs),
+    Serve(Settings),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -55,7 +54,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Print the effective configuration (flags > SWARMDESK_* > --config file > defaults) as TOML.
-    Print(ServeArgs),
+    Print(Settings),
 }
 
 fn init_logging(format: LogFormat, level: Option<&str>) {
@@ -74,16 +73,10 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(settings.log_format, settings.log_level.as_deref());
+    let config = settings.server_config()?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    let config = ServerConfig {
-        stream_buffer: settings.stream_buffer,
-        cache_capacity: settings.cache_mb * 1024 * 1024,
-        shutdown_grace: Duration::from_secs(settings.shutdown_grace),
-        metrics_listen: settings.metrics_listen,
-        ..ServerConfig::new(settings.data_dir)
-    };
     server::run(listener, config, server::shutdown_signal()).await?;
     Ok(())
 }
@@ -103,7 +96,7 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => match matches.subcommand_matches("serve") {
-            Some(m) => match Settings::resolve(&args, m) {
+            Some(m) => match args.resolve(m) {
                 Ok(settings) => serve(settings).await,
                 Err(e) => Err(e.into()),
             },
@@ -115,7 +108,8 @@ async fn main() -> ExitCode {
             .subcommand_matches("config")
             .and_then(|m| m.subcommand_matches("print"))
         {
-            Some(m) => Settings::resolve(&args, m)
+            Some(m) => args
+                .resolve(m)
                 .map(|settings| print!("{}", settings.to_toml()))
                 .map_err(Into::into),
             None => Err("config print: no arguments".into()),

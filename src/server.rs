@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use std::sync::OnceLock;
 
@@ -17,10 +17,14 @@ use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::auth::AuthLimits;
 use crate::desk::Desk;
 use crate::hub::Hub;
+use crate::listener::capped_incoming;
 use crate::rpc::admin::AdminApi;
 use crate::rpc::experts::ExpertApi;
+pub use crate::rpc::gate::AuthMode;
+use crate::rpc::gate::Authenticate;
 use crate::rpc::pb::admin_service_server::AdminServiceServer;
 use crate::rpc::pb::expert_service_server::ExpertServiceServer;
 use crate::rpc::pb::ticket_service_server::TicketServiceServer;
@@ -44,6 +48,27 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus `/metrics`; off when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Whether calls must carry a token (off: loopback only).
+    pub auth: AuthMode,
+    /// Per-token rate and stream caps, and the server's stream cap.
+    pub limits: AuthLimits,
+    /// Serve TLS with these files; plaintext when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) on one connection.
+    pub max_streams_per_connection: u32,
+    /// Longest a unary call may run (streams are not cut).
+    pub request_timeout: Duration,
+}
+
+/// PEM files of the server's TLS identity, and the CA that client
+/// certificates must chain to for mutual TLS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -56,6 +81,12 @@ impl ServerConfig {
             max_message_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             metrics_listen: None,
+            auth: AuthMode::On,
+            limits: AuthLimits::default(),
+            tls: None,
+            max_connections: 10_000,
+            max_streams_per_connection: 1024,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -79,6 +110,16 @@ pub enum ServerError {
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "--auth off is for local experiments: refused on {0}, which is not a loopback address"
+    )]
+    AuthOffNotLoopback(std::net::SocketAddr),
+    #[error("cannot read {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
         source: std::io::Error,
     },
     #[error("gRPC server failed: {0}")]
@@ -118,9 +159,14 @@ pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), 
         .await??;
     let store: Arc<dyn Store> = Arc::new(store);
     let desk = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || Desk::open(store, hub)).await??
+        let (store, limits) = (store.clone(), config.limits.clone());
+        tokio::task::spawn_blocking(move || Desk::open(store, hub, limits)).await??
     };
+    if config.auth == AuthMode::On {
+        if let Some(path) = desk.tokens().ensure_admin(&config.data_dir).await? {
+            tracing::info!(path = %path.display(), "created the first admin token; it is in this file (mode 0600)");
+        }
+    }
     Ok((desk, store))
 }
 
@@ -144,6 +190,45 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
         .await;
 }
 
+fn read_tls(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|source| ServerError::TlsFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
+    let identity = Identity::from_pem(
+        read_tls("TLS certificate", &files.cert)?,
+        read_tls("TLS key", &files.key)?,
+    );
+    let mut config = ServerTlsConfig::new()
+        .identity(identity)
+        // A client that connects and never finishes the handshake must
+        // not hold its connection slot for long.
+        .timeout(Duration::from_secs(10));
+    if let Some(ca) = &files.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read_tls("client CA", ca)?));
+    }
+    Ok(config)
+}
+
+/// Refuses `--auth off` off loopback, and warns about plaintext off it.
+fn check_exposure(config: &ServerConfig, addr: std::net::SocketAddr) -> Result<(), ServerError> {
+    let loopback = addr.ip().is_loopback();
+    if config.auth == AuthMode::Off {
+        if !loopback {
+            return Err(ServerError::AuthOffNotLoopback(addr));
+        }
+        tracing::warn!(%addr, "authentication is OFF: every caller is an admin (local experiments only)");
+    }
+    if config.tls.is_none() && !loopback {
+        tracing::warn!(%addr, "serving without TLS on a non-loopback address: tokens and tickets cross the network in clear; use --tls-cert and --tls-key");
+    }
+    Ok(())
+}
+
 /// Serves on `listener` until `shutdown` resolves, then ends open streams
 /// (each with its last position), lets in-flight calls finish within the
 /// grace period, and makes the store durable.
@@ -156,6 +241,11 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let addr = listener.local_addr().ok();
+    if let Some(addr) = addr {
+        check_exposure(&config, addr)?;
+    }
+    let tls = config.tls.as_ref().map(tls_config).transpose()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let cell: DeskCell = Arc::new(OnceLock::new());
@@ -168,11 +258,24 @@ pub async fn run(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let tickets = TicketServiceServer::new(TicketApi::new(cell.clone()))
-        .max_decoding_message_size(config.max_message_bytes);
-    let experts = ExpertServiceServer::new(ExpertApi::new(cell.clone()))
-        .max_decoding_message_size(config.max_message_bytes);
-    let admin = AdminServiceServer::new(AdminApi::new(cell.clone()));
+    // The token is checked before a request body is decoded into work;
+    // health and reflection stay open, as probes and tools carry no token.
+    let gate = Authenticate::new(cell.clone(), config.auth);
+    let tickets = InterceptedService::new(
+        TicketServiceServer::new(TicketApi::new(cell.clone()))
+            .max_decoding_message_size(config.max_message_bytes),
+        gate.clone(),
+    );
+    let experts = InterceptedService::new(
+        ExpertServiceServer::new(ExpertApi::new(cell.clone()))
+            .max_decoding_message_size(config.max_message_bytes),
+        gate.clone(),
+    );
+    let admin = InterceptedService::new(
+        AdminServiceServer::new(AdminApi::new(cell.clone()))
+            .max_decoding_message_size(config.max_message_bytes),
+        gate,
+    );
 
     // Fires on the shutdown signal, or when start-up fails.
     let stop = CancellationToken::new();
@@ -204,11 +307,16 @@ pub async fn run(
             }
         }
     };
-    let addr = listener.local_addr().ok();
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
     let mut serve = tokio::spawn(
-        Server::builder()
-            .tcp_nodelay(true)
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(config.max_streams_per_connection)
+            .timeout(config.request_timeout)
             .layer(crate::metrics::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -217,7 +325,7 @@ pub async fn run(
             .add_service(experts)
             .add_service(admin)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                capped_incoming(listener, config.max_connections),
                 draining,
             ),
     );
@@ -237,7 +345,8 @@ pub async fn run(
         desk_handle.begin_shutdown();
     } else {
         set_health(&health, ServingStatus::Serving).await;
-        tracing::info!(?addr, data_dir = %config.data_dir.display(), "serving");
+        tracing::info!(?addr, data_dir = %config.data_dir.display(), tls = config.tls.is_some(), auth = ?config.auth, "serving");
+        tokio::spawn(save_token_use(desk_handle.clone(), stop.clone()));
     }
 
     let grace = config.shutdown_grace;
@@ -255,11 +364,30 @@ pub async fn run(
             Ok(())
         }
     };
+    if let Err(e) = desk_handle.tokens().save_last_used() {
+        tracing::warn!(error = %e, "cannot store tokens' last use");
+    }
     drop(desk_handle);
     let closed = tokio::task::spawn_blocking(move || store.close()).await?;
     closed?;
     tracing::info!("store closed");
     result
+}
+
+/// Stores tokens' last-use times once a minute (they change on every call,
+/// far too often to write each time).
+async fn save_token_use(desk: Desk, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = desk.tokens().save_last_used() {
+            tracing::warn!(error = %e, "cannot store tokens' last use");
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use swarmdesk::client::AuthedChannel;
 use swarmdesk::rpc::pb;
 use swarmdesk::rpc::pb::expert_service_client::ExpertServiceClient;
 use swarmdesk::rpc::pb::ticket_service_client::TicketServiceClient;
-use tonic::transport::Channel;
 
 struct Process {
     child: Child,
@@ -45,12 +45,15 @@ fn start(data_dir: &std::path::Path) -> Process {
     Process { child, addr }
 }
 
-async fn clients(addr: SocketAddr) -> (TicketServiceClient<Channel>, ExpertServiceClient<Channel>) {
-    let channel = connect(addr).await;
-    (
-        TicketServiceClient::new(channel.clone()),
-        ExpertServiceClient::new(channel),
-    )
+async fn clients(
+    addr: SocketAddr,
+    data_dir: &std::path::Path,
+) -> (
+    TicketServiceClient<AuthedChannel>,
+    ExpertServiceClient<AuthedChannel>,
+) {
+    let c = Clients::new(connect(addr).await, Some(&admin_token(data_dir)));
+    (c.tickets, c.experts)
 }
 
 fn sigterm(child: &Child) {
@@ -72,7 +75,7 @@ async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     panic!("server did not exit in time");
 }
 
-async fn register(experts: &mut ExpertServiceClient<Channel>, id: &str, tag: &str) {
+async fn register(experts: &mut ExpertServiceClient<AuthedChannel>, id: &str, tag: &str) {
     experts
         .register_expert(pb::RegisterExpertRequest {
             expert: Some(pb::Expert {
@@ -92,8 +95,8 @@ async fn register(experts: &mut ExpertServiceClient<Channel>, id: &str, tag: &st
 
 /// Every ticket and event as the server reports them now.
 async fn snapshot(
-    tickets: &mut TicketServiceClient<Channel>,
-    experts: &mut ExpertServiceClient<Channel>,
+    tickets: &mut TicketServiceClient<AuthedChannel>,
+    experts: &mut ExpertServiceClient<AuthedChannel>,
     expert: &str,
     expected_events: usize,
 ) -> (Vec<pb::Ticket>, Vec<(u64, String, u64)>, pb::Expert) {
@@ -132,7 +135,7 @@ async fn snapshot(
 async fn clean_restart_of_the_binary_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let (mut tickets, mut experts) = clients(server.addr).await;
+    let (mut tickets, mut experts) = clients(server.addr, dir.path()).await;
     register(&mut experts, "ann", "network").await;
     let mut ann = experts
         .subscribe(pb::SubscribeRequest {
@@ -172,7 +175,7 @@ async fn clean_restart_of_the_binary_keeps_everything() {
     assert!(exit.success(), "clean shutdown exits 0: {exit:?}");
 
     let server = start(dir.path());
-    let (mut tickets, mut experts) = clients(server.addr).await;
+    let (mut tickets, mut experts) = clients(server.addr, dir.path()).await;
     let after = snapshot(&mut tickets, &mut experts, "ann", 5).await;
     assert_eq!(before.0, after.0, "tickets");
     assert_eq!(before.1, after.1, "events and their positions");
@@ -190,7 +193,7 @@ async fn clean_restart_of_the_binary_keeps_everything() {
 async fn kill_9_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let (tickets, mut experts) = clients(server.addr).await;
+    let (tickets, mut experts) = clients(server.addr, dir.path()).await;
     register(&mut experts, "ann", "network").await;
     let _ann = experts
         .subscribe(pb::SubscribeRequest {
@@ -242,7 +245,7 @@ async fn kill_9_loses_no_acknowledged_write() {
     );
 
     let server = start(dir.path());
-    let (mut tickets, mut experts) = clients(server.addr).await;
+    let (mut tickets, mut experts) = clients(server.addr, dir.path()).await;
     for (id, title, owner) in &acknowledged {
         let t = tickets
             .get_ticket(pb::GetTicketRequest { id: id.clone() })
@@ -286,7 +289,7 @@ async fn kill_9_loses_no_acknowledged_write() {
 async fn a_second_server_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let first = start(dir.path());
-    let _ = clients(first.addr).await;
+    let _ = clients(first.addr, dir.path()).await;
     let second = Command::new(binary())
         .args(["serve", "--listen", &free_port().to_string(), "--data-dir"])
         .arg(dir.path())

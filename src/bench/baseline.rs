@@ -44,6 +44,7 @@ fn ticket_from(r: CreateTicketRequest) -> pb::Ticket {
         updated_at: Some(now()),
         version: 1,
         help_tags: vec![],
+        created_by: String::new(),
     }
 }
 

@@ -82,6 +82,12 @@ impl ServerProcess {
     }
 }
 
+/// The admin token a server started on `data_dir` wrote there.
+pub(crate) fn admin_token(data_dir: &Path) -> Result<String, BenchError> {
+    crate::client::token_from_data_dir(data_dir)
+        .ok_or_else(|| BenchError::Failed(format!("no admin.token in {}", data_dir.display())))
+}
+
 fn rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;

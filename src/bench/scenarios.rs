@@ -13,11 +13,13 @@ use tonic::Status;
 
 use super::procs::{self, ServerProcess};
 use super::{progress, BenchError, Plan, Report};
+use crate::client::{with_token, AuthedChannel};
 use crate::domain::{
     ContactChannel, EventKind, Expert, ExpertId, Presence, Priority, Rank, Skill, SkillRequirement,
     Tag, TicketEvent, TicketHeader, TicketKind, TicketState, TicketStatus,
 };
 use crate::rpc::pb;
+use crate::rpc::pb::admin_service_client::AdminServiceClient;
 use crate::rpc::pb::bench_baseline_client::BenchBaselineClient;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
 use crate::rpc::pb::ticket_service_client::TicketServiceClient;
@@ -25,7 +27,9 @@ use crate::store::sled::{SledConfig, SledStore};
 use crate::store::{Commit, EventSink, NewEvent, Store};
 
 type Call = Arc<
-    dyn Fn(Channel, u64) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>> + Send + Sync,
+    dyn Fn(AuthedChannel, u64) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>
+        + Send
+        + Sync,
 >;
 
 fn histogram() -> Histogram<u64> {
@@ -54,7 +58,7 @@ impl Load {
 /// `duration` has passed. Any error fails the run: a benchmark that drops
 /// errors measures nothing.
 async fn closed_loop(
-    channels: &[Channel],
+    channels: &[AuthedChannel],
     concurrency: usize,
     duration: Duration,
     sequence: &Arc<AtomicU64>,
@@ -140,9 +144,29 @@ async fn connections(addr: std::net::SocketAddr, n: usize) -> Result<Vec<Channel
     Ok(channels)
 }
 
+fn authed(channel: &Channel, token: &str) -> Result<AuthedChannel, BenchError> {
+    with_token(channel.clone(), Some(token)).map_err(|e| BenchError::Failed(e.to_string()))
+}
+
+/// `n` connections, each sending `token`. The baseline gets the same
+/// header, unread, so both carry the same bytes.
+async fn authed_connections(
+    addr: std::net::SocketAddr,
+    n: usize,
+    token: &str,
+) -> Result<Vec<AuthedChannel>, BenchError> {
+    connections(addr, n)
+        .await?
+        .iter()
+        .map(|c| authed(c, token))
+        .collect()
+}
+
 /// A swarmdesk server to measure: started on a temporary dir, or `--target`.
 struct Target {
     addr: std::net::SocketAddr,
+    /// An admin token of the server.
+    token: String,
     _process: Option<ServerProcess>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -153,8 +177,12 @@ async fn target(existing: Option<&str>) -> Result<Target, BenchError> {
             .trim_start_matches("http://")
             .parse()
             .map_err(|e| BenchError::Failed(format!("--target {url}: {e}")))?;
+        let token = std::env::var("SWARMDESK_TOKEN").map_err(|_| {
+            BenchError::Failed("--target needs SWARMDESK_TOKEN set to an admin token".into())
+        })?;
         return Ok(Target {
             addr,
+            token,
             _process: None,
             _dir: None,
         });
@@ -163,13 +191,48 @@ async fn target(existing: Option<&str>) -> Result<Target, BenchError> {
     let (process, _) = ServerProcess::swarmdesk(dir.path()).await?;
     Ok(Target {
         addr: process.addr,
+        token: procs::admin_token(dir.path())?,
         _process: Some(process),
         _dir: Some(dir),
     })
 }
 
+/// An expert token for each of `experts`, made `parallel` at a time (as
+/// every expert's desktop has its own).
+async fn expert_tokens(
+    admin: &AuthedChannel,
+    experts: &[String],
+) -> Result<Vec<String>, BenchError> {
+    let mut set = JoinSet::new();
+    let mut tokens = vec![String::new(); experts.len()];
+    for (i, id) in experts.iter().enumerate() {
+        if set.len() >= 64 {
+            if let Some(r) = set.join_next().await {
+                let (i, t) = r.map_err(|e| BenchError::Failed(e.to_string()))??;
+                tokens[i] = t;
+            }
+        }
+        let mut client = AdminServiceClient::new(admin.clone());
+        let request = pb::CreateTokenRequest {
+            role: pb::Role::Expert as i32,
+            expert_id: id.clone(),
+            bot_name: String::new(),
+            label: format!("bench {id}"),
+        };
+        set.spawn(async move {
+            let secret = client.create_token(request).await?.into_inner().secret;
+            Ok::<_, BenchError>((i, secret))
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        let (i, t) = r.map_err(|e| BenchError::Failed(e.to_string()))??;
+        tokens[i] = t;
+    }
+    Ok(tokens)
+}
+
 async fn register(
-    channel: &Channel,
+    channel: &AuthedChannel,
     id: String,
     skills: Vec<(String, i32)>,
 ) -> Result<(), BenchError> {
@@ -192,7 +255,7 @@ async fn register(
 
 /// Registers many experts, `parallel` at a time.
 async fn register_many(
-    channel: &Channel,
+    channel: &AuthedChannel,
     experts: Vec<(String, Vec<(String, i32)>)>,
 ) -> Result<(), BenchError> {
     let mut set = JoinSet::new();
@@ -214,7 +277,8 @@ async fn register_many(
 /// E experts over S skills, each subscribed, their streams drained in the
 /// background (dropping the set ends them).
 async fn experts_online(
-    channels: &[Channel],
+    raw: &[Channel],
+    admin: &AuthedChannel,
     experts: usize,
     skills: usize,
 ) -> Result<JoinSet<()>, BenchError> {
@@ -227,10 +291,12 @@ async fn experts_online(
             )
         })
         .collect();
-    register_many(&channels[0], roster.clone()).await?;
+    register_many(admin, roster.clone()).await?;
+    let ids: Vec<String> = roster.iter().map(|(id, _)| id.clone()).collect();
+    let tokens = expert_tokens(admin, &ids).await?;
     let mut drains = JoinSet::new();
-    for (i, (id, _)) in roster.into_iter().enumerate() {
-        let mut stream = ExpertServiceClient::new(channels[i % channels.len()].clone())
+    for (i, (id, token)) in ids.into_iter().zip(tokens).enumerate() {
+        let mut stream = ExpertServiceClient::new(authed(&raw[i % raw.len()], &token)?)
             .subscribe(pb::SubscribeRequest {
                 expert_id: id,
                 channels: vec![],
@@ -272,9 +338,13 @@ pub(super) async fn create(
 ) -> Result<(), BenchError> {
     let server = target(existing).await?;
     let baseline = ServerProcess::baseline().await?;
-    let sd = connections(server.addr, plan.connections).await?;
-    let bare = connections(baseline.addr, plan.connections).await?;
-    let _drains = experts_online(&sd, plan.experts, plan.skills).await?;
+    let raw = connections(server.addr, plan.connections).await?;
+    let sd = raw
+        .iter()
+        .map(|c| authed(c, &server.token))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bare = authed_connections(baseline.addr, plan.connections, &server.token).await?;
+    let _drains = experts_online(&raw, &sd[0], plan.experts, plan.skills).await?;
     progress(format!(
         "{} experts online over {} skills",
         plan.experts, plan.skills
@@ -297,8 +367,12 @@ pub(super) async fn slow_reader(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let server = target(existing).await?;
-    let sd = connections(server.addr, plan.connections).await?;
-    let _drains = experts_online(&sd, plan.experts, plan.skills).await?;
+    let raw = connections(server.addr, plan.connections).await?;
+    let sd = raw
+        .iter()
+        .map(|c| authed(c, &server.token))
+        .collect::<Result<Vec<_>, _>>()?;
+    let _drains = experts_online(&raw, &sd[0], plan.experts, plan.skills).await?;
     let c = 64;
     let sequence = Arc::new(AtomicU64::new(0));
     let slow_id = format!("slow-{}", std::process::id());
@@ -311,7 +385,8 @@ pub(super) async fn slow_reader(
     .await?;
     let without = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
     // Its own connection, so the stall is its own.
-    let slow_channel = procs::channel(server.addr).await?;
+    let slow_token = expert_tokens(&sd[0], std::slice::from_ref(&slow_id)).await?;
+    let slow_channel = authed(&procs::channel(server.addr).await?, &slow_token[0])?;
     let mut stalled = ExpertServiceClient::new(slow_channel)
         .subscribe(pb::SubscribeRequest {
             expert_id: slow_id,
@@ -364,22 +439,25 @@ pub(super) async fn claim_storm(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let server = target(existing).await?;
-    let sd = connections(server.addr, plan.connections).await?;
+    let raw = connections(server.addr, plan.connections).await?;
+    let admin = authed(&raw[0], &server.token)?;
     let tag = format!("storm{}", std::process::id());
     let experts: Vec<String> = (0..plan.storm_experts)
         .map(|i| format!("{tag}-{i:03}"))
         .collect();
     register_many(
-        &sd[0],
+        &admin,
         experts
             .iter()
             .map(|id| (id.clone(), vec![(tag.clone(), 3)]))
             .collect(),
     )
     .await?;
+    // Each expert claims with its own token, as its desktop would.
+    let tokens = expert_tokens(&admin, &experts).await?;
     // Nobody with this skill is online: every ticket stays unowned.
     let mut ids = Vec::new();
-    let mut tickets = TicketServiceClient::new(sd[0].clone());
+    let mut tickets = TicketServiceClient::new(admin.clone());
     for i in 0..plan.storm_tickets {
         let mut request = create_request(i as u64, 1);
         request.skills[0].tag = tag.clone();
@@ -405,10 +483,10 @@ pub(super) async fn claim_storm(
     let attempts = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut set = JoinSet::new();
-    for (w, expert) in experts.iter().enumerate() {
+    for (w, (expert, token)) in experts.iter().zip(&tokens).enumerate() {
         let (ids, wins, winner, attempts) =
             (ids.clone(), wins.clone(), winner.clone(), attempts.clone());
-        let channel = sd[w % sd.len()].clone();
+        let channel = authed(&raw[w % raw.len()], token)?;
         let expert = expert.clone();
         set.spawn(async move {
             let mut client = TicketServiceClient::new(channel);
@@ -555,18 +633,21 @@ pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), Bench
         let (server, _) = ServerProcess::swarmdesk(dir.path()).await?;
         let per_connection = 100;
         let conns = connections(server.addr, k.div_ceil(per_connection)).await?;
+        let admin = authed(&conns[0], &procs::admin_token(dir.path())?)?;
+        let ids: Vec<String> = (0..k).map(|i| format!("fan-{i:05}")).collect();
         register_many(
-            &conns[0],
-            (0..k)
-                .map(|i| (format!("fan-{i:05}"), vec![("fanout".to_owned(), 1)]))
+            &admin,
+            ids.iter()
+                .map(|id| (id.clone(), vec![("fanout".to_owned(), 1)]))
                 .collect(),
         )
         .await?;
+        let tokens = expert_tokens(&admin, &ids).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_before = server.rss_bytes();
         let mut streams = Vec::with_capacity(k);
         for i in 0..k {
-            let s = ExpertServiceClient::new(conns[i / per_connection].clone())
+            let s = ExpertServiceClient::new(authed(&conns[i / per_connection], &tokens[i])?)
                 .subscribe(pb::SubscribeRequest {
                     expert_id: format!("fan-{i:05}"),
                     channels: vec!["fanout".into()],
@@ -584,7 +665,7 @@ pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), Bench
             report.set("rss_per_stream_bytes", per_stream);
         }
         progress(format!("fanout {label}: {k} streams open"));
-        let client = TicketServiceClient::new(conns[0].clone());
+        let client = TicketServiceClient::new(admin.clone());
         let sd = measure_fanout(streams, plan.fanout_tickets, plan.fanout_rate, |seq| {
             let mut client = client.clone();
             async move { client.create_ticket(fan_request(seq)).await.map(drop) }
@@ -597,13 +678,13 @@ pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), Bench
         let mut bstreams = Vec::with_capacity(k);
         for i in 0..k {
             bstreams.push(
-                BenchBaselineClient::new(bconns[i / per_connection].clone())
+                BenchBaselineClient::new(authed(&bconns[i / per_connection], &tokens[i])?)
                     .listen(pb::ListenRequest {})
                     .await?
                     .into_inner(),
             );
         }
-        let bclient = BenchBaselineClient::new(bconns[0].clone());
+        let bclient = BenchBaselineClient::new(authed(&bconns[0], &tokens[0])?);
         let bare = measure_fanout(bstreams, plan.fanout_tickets, plan.fanout_rate, |seq| {
             let mut client = bclient.clone();
             async move { client.publish(fan_request(seq)).await.map(drop) }
@@ -687,6 +768,7 @@ fn build_store(path: &std::path::Path, total: usize, open: usize) -> Result<(), 
                 min_rank: Rank::L1,
             }],
             created_at: 0,
+            created_by: None,
         });
         let still_open = i >= total - open;
         let created = TicketState {

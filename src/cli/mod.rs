@@ -6,10 +6,11 @@ mod output;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use tonic::transport::{Channel, Endpoint};
 
+use crate::client::AuthedChannel;
 use crate::domain::{ContactChannel, Presence, Priority, Rank, TicketKind, TicketStatus};
 use crate::rpc::pb;
+use crate::rpc::pb::admin_service_client::AdminServiceClient;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
 use crate::rpc::pb::ticket_service_client::TicketServiceClient;
 use output::Printer;
@@ -30,6 +31,47 @@ pub struct ClientOptions {
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Bearer token. Without it (and SWARMDESK_TOKEN), the admin token the
+    /// server wrote to <data dir>/admin.token is used when readable.
+    #[arg(long, global = true, env = "SWARMDESK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The server's data dir, to find admin.token in (local use only).
+    #[arg(
+        long = "data-dir",
+        id = "client_data_dir",
+        value_name = "DIR",
+        env = "SWARMDESK_DATA_DIR",
+        default_value = "./swarmdesk-data"
+    )]
+    pub data_dir: std::path::PathBuf,
+    /// PEM CA certificate to trust for an https:// server (default: the
+    /// system's roots).
+    #[arg(long, global = true, env = "SWARMDESK_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for servers that require mutual TLS.
+    #[arg(long, global = true, env = "SWARMDESK_CLIENT_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM key of --cert.
+    #[arg(long, global = true, env = "SWARMDESK_CLIENT_KEY")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl ClientOptions {
+    /// --token, else SWARMDESK_TOKEN (both read by clap), else the data
+    /// dir's admin.token.
+    fn token(&self) -> Option<String> {
+        self.token
+            .clone()
+            .or_else(|| crate::client::token_from_data_dir(&self.data_dir))
+    }
+
+    fn tls(&self) -> crate::client::ClientTls {
+        crate::client::ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// A skill as `tag:rank` (rank l1, l2 or l3), e.g. `network:l3`.
@@ -197,6 +239,11 @@ pub enum ClientCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Create, list and revoke tokens (admin only).
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
     /// Check the server's health (grpc.health.v1); fails unless SERVING.
     Health {
         /// A service, e.g. swarmdesk.v1.TicketService; empty: the whole server.
@@ -215,13 +262,37 @@ pub enum ClientCommand {
     },
 }
 
+#[derive(Subcommand, Clone, Debug)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once, never stored.
+    Create {
+        /// admin, supervisor, expert or bot.
+        #[arg(long)]
+        role: crate::domain::Role,
+        /// The expert an expert token acts as.
+        #[arg(long, default_value = "")]
+        expert: String,
+        /// The bot a bot token is (its tokens share its tickets).
+        #[arg(long, default_value = "")]
+        bot: String,
+        /// What the token is for, e.g. "ann's laptop".
+        #[arg(long)]
+        label: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Include revoked tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token at once; its open streams end.
+    Revoke { id: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("cannot reach {server}: {source}")]
-    Connect {
-        server: String,
-        source: tonic::transport::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] crate::client::ClientError),
     #[error("{}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
     #[error("not serving: {0}")]
@@ -230,24 +301,8 @@ pub enum CliError {
     Backup(String),
 }
 
-async fn connect(server: &str) -> Result<Channel, CliError> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
-        .map_err(|source| CliError::Connect {
-            server: server.to_owned(),
-            source,
-        })?
-        .connect_timeout(Duration::from_secs(5));
-    endpoint
-        .connect()
-        .await
-        .map_err(|source| CliError::Connect {
-            server: server.to_owned(),
-            source,
-        })
-}
-
 async fn update_status(
-    tickets: &mut TicketServiceClient<Channel>,
+    tickets: &mut TicketServiceClient<AuthedChannel>,
     ticket: String,
     expert: String,
     status: TicketStatus,
@@ -264,11 +319,11 @@ async fn update_status(
 
 /// Streams a backup into `<out>.partial`, checks it whole, then renames it:
 /// `out` is either a complete, verified backup or absent.
-async fn backup(channel: Channel, out: &std::path::Path) -> Result<u64, CliError> {
+async fn backup(channel: AuthedChannel, out: &std::path::Path) -> Result<u64, CliError> {
     use std::io::Write;
     let failed = |e: &dyn std::fmt::Display| CliError::Backup(e.to_string());
     let partial = out.with_extension("partial");
-    let mut stream = pb::admin_service_client::AdminServiceClient::new(channel)
+    let mut stream = AdminServiceClient::new(channel)
         .backup(pb::BackupRequest {})
         .await?
         .into_inner();
@@ -295,7 +350,13 @@ async fn backup(channel: Channel, out: &std::path::Path) -> Result<u64, CliError
 
 /// Runs one client command.
 pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), CliError> {
-    let channel = connect(&options.server).await?;
+    let endpoint = crate::client::endpoint(&options.server, &options.tls())?
+        .connect_timeout(Duration::from_secs(5));
+    let plain = endpoint
+        .connect()
+        .await
+        .map_err(|source| crate::client::ClientError::connect(&options.server, &source))?;
+    let channel = crate::client::with_token(plain.clone(), options.token().as_deref())?;
     let mut tickets = TicketServiceClient::new(channel.clone());
     let mut experts = ExpertServiceClient::new(channel.clone());
     let out = Printer { json: options.json };
@@ -542,7 +603,7 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
         }
         ClientCommand::Health { service } => {
             use tonic_health::pb::health_check_response::ServingStatus;
-            let status = HealthClient::new(channel)
+            let status = HealthClient::new(plain)
                 .check(HealthCheckRequest {
                     service: service.clone(),
                 })
@@ -564,6 +625,48 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             }
             if status != ServingStatus::Serving {
                 return Err(CliError::NotServing(status.as_str_name().to_owned()));
+            }
+        }
+        ClientCommand::Token { action } => {
+            let mut admin = AdminServiceClient::new(channel);
+            match action {
+                TokenCommand::Create {
+                    role,
+                    expert,
+                    bot,
+                    label,
+                } => {
+                    let reply = admin
+                        .create_token(pb::CreateTokenRequest {
+                            role: role.number(),
+                            expert_id: expert,
+                            bot_name: bot,
+                            label,
+                        })
+                        .await?
+                        .into_inner();
+                    if let Some(token) = &reply.token {
+                        out.new_token(token, &reply.secret);
+                    }
+                }
+                TokenCommand::List { all } => {
+                    let reply = admin
+                        .list_tokens(pb::ListTokensRequest {
+                            include_revoked: all,
+                        })
+                        .await?
+                        .into_inner();
+                    for token in &reply.tokens {
+                        out.token(token);
+                    }
+                }
+                TokenCommand::Revoke { id } => {
+                    let token = admin
+                        .revoke_token(pb::RevokeTokenRequest { id })
+                        .await?
+                        .into_inner();
+                    out.token(&token);
+                }
             }
         }
         ClientCommand::AskHelp {

@@ -41,6 +41,30 @@ fn ticket_json(t: &pb::Ticket) -> Value {
         "created_at": time(&t.created_at),
         "updated_at": time(&t.updated_at),
         "version": t.version,
+        "created_by": t.created_by,
+    })
+}
+
+fn role(n: i32) -> String {
+    pb::Role::try_from(n)
+        .map(|r| {
+            r.as_str_name()
+                .trim_start_matches("ROLE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn token_json(t: &pb::Token) -> Value {
+    json!({
+        "id": t.id,
+        "label": t.label,
+        "role": role(t.role),
+        "expert_id": t.expert_id,
+        "bot_name": t.bot_name,
+        "created_at": time(&t.created_at),
+        "last_used_at": time(&t.last_used_at),
+        "revoked_at": time(&t.revoked_at),
     })
 }
 
@@ -167,6 +191,40 @@ impl Printer {
         if !t.description.is_empty() {
             println!("  {}", t.description);
         }
+    }
+
+    pub(super) fn token(&self, t: &pb::Token) {
+        if self.json {
+            println!("{}", token_json(t));
+            return;
+        }
+        let bound = [t.expert_id.as_str(), t.bot_name.as_str()].concat();
+        let dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
+        println!(
+            "{:<20} {:<10} {:<12} created={} last_used={}{} {:?}",
+            t.id,
+            role(t.role),
+            dash(bound),
+            time(&t.created_at),
+            dash(time(&t.last_used_at)),
+            t.revoked_at
+                .as_ref()
+                .map(|_| format!(" revoked={}", time(&t.revoked_at)))
+                .unwrap_or_default(),
+            t.label,
+        );
+    }
+
+    /// A new token: its record, then the secret, which is shown only now.
+    pub(super) fn new_token(&self, t: &pb::Token, secret: &str) {
+        if self.json {
+            let mut value = token_json(t);
+            value["secret"] = json!(secret);
+            println!("{value}");
+            return;
+        }
+        self.token(t);
+        println!("secret (shown once; store it now): {secret}");
     }
 
     pub(super) fn expert(&self, e: &pb::Expert) {

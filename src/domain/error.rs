@@ -14,6 +14,9 @@ pub enum DeskError {
     #[error("expert {0} not found")]
     ExpertNotFound(ExpertId),
 
+    #[error("token {0} not found")]
+    TokenNotFound(super::access::TokenId),
+
     #[error("ticket {ticket} is already owned by {owner}")]
     AlreadyOwned { ticket: TicketId, owner: ExpertId },
 
@@ -56,6 +59,19 @@ pub enum DeskError {
 
     #[error("{0}")]
     PermissionDenied(String),
+
+    /// No valid credentials; the text names what is wrong with them, never
+    /// echoes them.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// A principal's request rate is over its limit.
+    #[error("request rate limit exceeded; retry in {} ms", .retry_after.as_millis())]
+    RateLimited { retry_after: std::time::Duration },
+
+    /// Too many open streams, for one principal or for the server.
+    #[error("too many open streams: {0}")]
+    TooManyStreams(String),
 
     /// A compare-and-swap lost to a concurrent write.
     #[error("concurrent update of {0}; retry")]

@@ -212,6 +212,7 @@ mod tests {
                     min_rank: Rank::L2,
                 }],
                 created_at: 0,
+                created_by: None,
             }),
             state: TicketState {
                 status: if owner.is_some() {

@@ -371,6 +371,7 @@ mod tests {
                     min_rank: Rank::L2,
                 }],
                 created_at: 0,
+                created_by: None,
             }),
             state: TicketState {
                 status,

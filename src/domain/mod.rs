@@ -2,12 +2,15 @@
 //! ranks, routing, status moves and events. Everything here is pure and
 //! unit-tested on its own.
 
+#[macro_use]
+pub mod model;
+pub mod access;
 pub mod error;
 pub mod event;
 pub mod lifecycle;
-pub mod model;
 pub mod routing;
 
+pub use access::{BotName, Grant, Operation, Principal, Role, TokenId, TokenRecord};
 pub use error::DeskError;
 pub use event::{EventKind, TicketEvent, Viewer};
 pub use model::*;

@@ -2,7 +2,6 @@
 //! validation that makes each one well formed.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -129,7 +128,7 @@ impl fmt::Display for TicketId {
 macro_rules! numbered_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $n:literal => $label:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize)]
         pub enum $name { $($(#[$vmeta])* $variant = $n),+ }
 
         impl $name {
@@ -148,13 +147,13 @@ macro_rules! numbered_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.label())
             }
         }
 
-        impl FromStr for $name {
+        impl ::std::str::FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 let lower = s.to_ascii_lowercase();
@@ -333,6 +332,8 @@ pub struct TicketHeader {
     pub priority: Priority,
     pub skills: Vec<SkillRequirement>,
     pub created_at: UnixMicros,
+    /// The bot that created the ticket: its tokens alone may see it among bots.
+    pub created_by: Option<super::access::BotName>,
 }
 
 /// What events change; small, so every event can carry a copy.

@@ -1,4 +1,4 @@
-//! AdminService: the online backup.
+//! AdminService, for admins only: the online backup and token management.
 
 use std::io::{BufWriter, Read, Seek, SeekFrom};
 
@@ -7,10 +7,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use super::convert::{self, parse_enum};
+use super::gate::{authorize, principal_label};
 use super::pb::{self, admin_service_server::AdminService};
 use super::tickets::EventStream;
-use super::{ready_desk, DeskCell};
+use super::{ready_desk, status_of, DeskCell};
 use crate::backup::BackupWriter;
+use crate::domain::{Grant, Operation, Role, TokenId};
 
 /// Bytes per streamed chunk.
 const CHUNK: usize = 64 * 1024;
@@ -30,11 +33,12 @@ impl AdminApi {
 impl AdminService for AdminApi {
     type BackupStream = EventStream<pb::BackupChunk>;
 
-    #[instrument(skip_all)]
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
     async fn backup(
         &self,
-        _request: Request<pb::BackupRequest>,
+        request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
+        authorize(&request, Operation::Backup)?;
         let store = ready_desk(&self.desk)?.store().clone();
         // Snapshot to a private temporary file first: the store is paused
         // only as long as the local copy takes, not as long as the client
@@ -79,5 +83,62 @@ impl AdminService for AdminApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        authorize(&request, Operation::ManageTokens)?;
+        let r = request.into_inner();
+        let desk = ready_desk(&self.desk)?;
+        let role = parse_enum("role", r.role, Role::from_number, None).map_err(status_of)?;
+        let grant = Grant::new(role, &r.expert_id, &r.bot_name).map_err(status_of)?;
+        if let Grant::Expert(expert) = &grant {
+            // A token for a mistyped expert would fail every call it makes.
+            desk.get_expert(expert).map_err(status_of)?;
+        }
+        let (record, secret) = desk
+            .tokens()
+            .create(&r.label, grant)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: Some(convert::token(&record)),
+            secret,
+        }))
+    }
+
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        authorize(&request, Operation::ManageTokens)?;
+        let include_revoked = request.get_ref().include_revoked;
+        let tokens = ready_desk(&self.desk)?
+            .tokens()
+            .list()
+            .iter()
+            .filter(|t| include_revoked || t.revoked_at.is_none())
+            .map(convert::token)
+            .collect();
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    #[instrument(skip_all, fields(principal = principal_label(&request), token_id = %request.get_ref().id))]
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        authorize(&request, Operation::ManageTokens)?;
+        let id = TokenId::parse("id", &request.get_ref().id).map_err(status_of)?;
+        let record = ready_desk(&self.desk)?
+            .tokens()
+            .revoke(&id)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(convert::token(&record)))
     }
 }

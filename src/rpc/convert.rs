@@ -6,8 +6,8 @@ use prost_types::Timestamp;
 use super::pb;
 use crate::desk::ExpertView;
 use crate::domain::{
-    DeskError, EventKind, ExpertId, Rank, Skill, SkillRequirement, SwarmReason, Tag, Ticket,
-    TicketEvent, TicketId, UnixMicros,
+    DeskError, EventKind, ExpertId, Grant, Rank, Skill, SkillRequirement, SwarmReason, Tag, Ticket,
+    TicketEvent, TicketId, TokenRecord, UnixMicros,
 };
 use crate::hub::Delivery;
 
@@ -133,6 +133,30 @@ pub fn ticket(t: &Ticket) -> pb::Ticket {
         updated_at: timestamp(s.updated_at),
         version: s.version,
         help_tags: s.help_tags.iter().map(ToString::to_string).collect(),
+        created_by: h
+            .created_by
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    }
+}
+
+/// A token record, never its secret (the record holds only a hash anyway).
+pub fn token(t: &TokenRecord) -> pb::Token {
+    let (expert_id, bot_name) = match &t.grant {
+        Grant::Expert(e) => (e.to_string(), String::new()),
+        Grant::Bot(b) => (String::new(), b.to_string()),
+        Grant::Admin | Grant::Supervisor => (String::new(), String::new()),
+    };
+    pb::Token {
+        id: t.id.to_string(),
+        label: t.label.clone(),
+        role: t.grant.role().number(),
+        expert_id,
+        bot_name,
+        created_at: timestamp(t.created_at),
+        last_used_at: t.last_used_at.and_then(timestamp),
+        revoked_at: t.revoked_at.and_then(timestamp),
     }
 }
 

@@ -4,12 +4,13 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::convert::{self, parse_enum};
+use super::gate::{authorize, open_stream, principal_label};
 use super::pb::{self, expert_service_server::ExpertService};
 use super::status_of;
 use super::tickets::{into_stream, EventStream};
 use super::DeskCell;
 use crate::desk::{Desk, ExpertProfile};
-use crate::domain::{DeskError, Presence};
+use crate::domain::{DeskError, Operation, Presence};
 
 #[derive(Clone, Debug)]
 pub struct ExpertApi {
@@ -29,11 +30,12 @@ impl ExpertApi {
 
 #[tonic::async_trait]
 impl ExpertService for ExpertApi {
-    #[instrument(skip_all)]
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
     async fn register_expert(
         &self,
         request: Request<pb::RegisterExpertRequest>,
     ) -> Result<Response<pb::Expert>, Status> {
+        authorize(&request, Operation::RegisterExpert)?;
         let e = request
             .into_inner()
             .expert
@@ -52,21 +54,23 @@ impl ExpertService for ExpertApi {
         Ok(Response::new(convert::expert(&view)))
     }
 
-    #[instrument(skip_all, fields(expert_id = %request.get_ref().id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), expert_id = %request.get_ref().id))]
     async fn get_expert(
         &self,
         request: Request<pb::GetExpertRequest>,
     ) -> Result<Response<pb::Expert>, Status> {
+        authorize(&request, Operation::GetExpert)?;
         let id = convert::expert_id("id", &request.get_ref().id).map_err(status_of)?;
         let view = self.desk()?.get_expert(&id).map_err(status_of)?;
         Ok(Response::new(convert::expert(&view)))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
     async fn list_experts(
         &self,
         request: Request<pb::ListExpertsRequest>,
     ) -> Result<Response<pb::ListExpertsResponse>, Status> {
+        authorize(&request, Operation::ListExperts)?;
         let r = request.into_inner();
         let from = if r.page_token.is_empty() {
             None
@@ -84,29 +88,38 @@ impl ExpertService for ExpertApi {
 
     type SubscribeStream = EventStream<pb::SwarmEvent>;
 
-    #[instrument(skip_all, fields(expert_id = %request.get_ref().expert_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), expert_id = %request.get_ref().expert_id))]
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = authorize(&request, Operation::Subscribe)?;
         let r = request.into_inner();
         let id = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        caller.principal.act_as(&id).map_err(status_of)?;
         let channels = convert::tags("channels", &r.channels).map_err(status_of)?;
-        let stream = self
-            .desk()?
-            .subscribe(&id, channels, r.after_position)
+        let desk = self.desk()?;
+        let permit = open_stream(desk, &caller)?;
+        let stream = desk
+            .subscribe(&id, channels, r.after_position, caller.stream_stop())
             .await
             .map_err(status_of)?;
-        Ok(Response::new(into_stream(stream, convert::swarm_event)))
+        Ok(Response::new(into_stream(
+            stream,
+            permit,
+            convert::swarm_event,
+        )))
     }
 
-    #[instrument(skip_all, fields(expert_id = %request.get_ref().expert_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), expert_id = %request.get_ref().expert_id))]
     async fn set_presence(
         &self,
         request: Request<pb::SetPresenceRequest>,
     ) -> Result<Response<pb::Expert>, Status> {
+        let caller = authorize(&request, Operation::SetPresence)?;
         let r = request.into_inner();
         let id = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        caller.principal.act_as(&id).map_err(status_of)?;
         let presence =
             parse_enum("presence", r.presence, Presence::from_number, None).map_err(status_of)?;
         let view = self

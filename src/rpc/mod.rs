@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod convert;
 pub mod experts;
+pub mod gate;
 pub mod tickets;
 
 use std::collections::HashMap;
@@ -60,12 +61,16 @@ pub fn status_of(error: DeskError) -> Status {
         DeskError::Invalid { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
         DeskError::TicketNotFound(_) => (Code::NotFound, "TICKET_NOT_FOUND"),
         DeskError::ExpertNotFound(_) => (Code::NotFound, "EXPERT_NOT_FOUND"),
+        DeskError::TokenNotFound(_) => (Code::NotFound, "TOKEN_NOT_FOUND"),
         DeskError::AlreadyOwned { .. } => (Code::FailedPrecondition, "ALREADY_OWNED"),
         DeskError::NotOwner { .. } => (Code::FailedPrecondition, "NOT_OWNER"),
         DeskError::InvalidTransition { .. } => (Code::FailedPrecondition, "INVALID_TRANSITION"),
         DeskError::WrongState { .. } => (Code::FailedPrecondition, "WRONG_STATE"),
         DeskError::RankTooLow { .. } => (Code::PermissionDenied, "RANK_TOO_LOW"),
         DeskError::PermissionDenied(_) => (Code::PermissionDenied, "PERMISSION_DENIED"),
+        DeskError::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+        DeskError::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
+        DeskError::TooManyStreams(_) => (Code::ResourceExhausted, "TOO_MANY_STREAMS"),
         DeskError::AtCapacity { .. } => (Code::ResourceExhausted, "AT_CAPACITY"),
         DeskError::Conflict(_) => (Code::Aborted, "CONFLICT"),
         DeskError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
@@ -83,6 +88,12 @@ pub fn status_of(error: DeskError) -> Status {
         DeskError::Invalid { field, reason } => {
             ErrorDetails::with_bad_request_violation(field.clone(), reason.clone())
         }
+        DeskError::RateLimited { retry_after } => {
+            // RetryInfo is what gRPC clients' retry policies read.
+            let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
+            details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+            details
+        }
         other => ErrorDetails::with_error_info(reason, ERROR_DOMAIN, error_metadata(other)),
     };
     Status::with_error_details(code, error.to_string(), details)
@@ -97,6 +108,7 @@ fn error_metadata(error: &DeskError) -> HashMap<String, String> {
     match error {
         DeskError::TicketNotFound(t) => put("ticket_id", t.to_string()),
         DeskError::ExpertNotFound(e) => put("expert_id", e.to_string()),
+        DeskError::TokenNotFound(t) => put("token_id", t.to_string()),
         DeskError::AlreadyOwned { ticket, owner } => {
             put("ticket_id", ticket.to_string());
             put("owner_id", owner.to_string());
@@ -142,6 +154,9 @@ fn error_metadata(error: &DeskError) -> HashMap<String, String> {
         }
         DeskError::Invalid { .. }
         | DeskError::PermissionDenied(_)
+        | DeskError::Unauthenticated(_)
+        | DeskError::RateLimited { .. }
+        | DeskError::TooManyStreams(_)
         | DeskError::Conflict(_)
         | DeskError::ShuttingDown
         | DeskError::Storage(_) => {}

@@ -1,40 +1,79 @@
 //! TicketService: convert, call the desk, convert back.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::convert::{self, parse_enum, parse_optional_enum};
+use super::gate::{authorize, open_stream, principal_label};
 use super::pb::{self, ticket_service_server::TicketService};
 use super::DeskCell;
 use super::{status_of, status_of_end};
+use crate::auth::{Caller, StreamPermit};
 use crate::desk::{Desk, NewTicket, TicketQuery};
 use crate::domain::{
-    ContactChannel, Priority, Tag, TicketId, TicketKind, TicketStatus, Visibility,
+    ContactChannel, DeskError, Operation, Priority, Tag, TicketHeader, TicketId, TicketKind,
+    TicketStatus, Visibility,
 };
 use crate::hub::{Delivery, Subscription};
 
 pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Turns a subscription into a response stream that ends with a status when
-/// the server ends it, and unsubscribes when the client goes away.
-pub fn into_stream<S, T>(subscription: S, map: fn(&Delivery) -> T) -> EventStream<T>
+/// the server ends it (UNAUTHENTICATED when its token was revoked), and
+/// unsubscribes when the client goes away. The permit counts the stream
+/// against its caller's and the server's caps while it is open.
+pub fn into_stream<S, T>(
+    subscription: S,
+    permit: StreamPermit,
+    map: fn(&Delivery) -> T,
+) -> EventStream<T>
 where
     S: AsMut<Subscription> + Send + 'static,
     T: Send + 'static,
 {
     Box::pin(futures_util::stream::unfold(
-        Some(subscription),
+        Some((subscription, permit)),
         move |state| async move {
-            let mut subscription = state?;
+            let (mut subscription, permit) = state?;
             match subscription.as_mut().next().await {
-                Ok(delivery) => Some((Ok(map(&delivery)), Some(subscription))),
+                Ok(delivery) => Some((Ok(map(&delivery)), Some((subscription, permit)))),
+                Err(_) if permit.caller().is_revoked() => Some((
+                    Err(status_of(DeskError::Unauthenticated(
+                        "token revoked".into(),
+                    ))),
+                    None,
+                )),
                 Err(end) => Some((Err(status_of_end(end)), None)),
             }
         },
     ))
+}
+
+/// For a bot, the ticket's header once it is known to be one the bot
+/// created (refused alike when it does not exist); `None` for others, who
+/// may read every ticket.
+fn bot_visible(
+    desk: &Desk,
+    caller: &Caller,
+    id: TicketId,
+) -> Result<Option<Arc<TicketHeader>>, Status> {
+    if caller.principal.bot().is_none() {
+        return Ok(None);
+    }
+    let header = match desk.get_ticket(id) {
+        Ok(ticket) => Some(ticket.header),
+        Err(DeskError::TicketNotFound(_)) => None,
+        Err(other) => return Err(status_of(other)),
+    };
+    caller
+        .principal
+        .may_see(header.as_deref())
+        .map_err(status_of)?;
+    Ok(header)
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -59,11 +98,12 @@ impl TicketApi {
 
 #[tonic::async_trait]
 impl TicketService for TicketApi {
-    #[instrument(skip_all, fields(ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id))]
     async fn create_ticket(
         &self,
         request: Request<pb::CreateTicketRequest>,
     ) -> Result<Response<pb::CreateTicketResponse>, Status> {
+        let caller = authorize(&request, Operation::CreateTicket)?;
         let r = request.into_inner();
         let new = NewTicket {
             channel: parse_enum(
@@ -92,6 +132,7 @@ impl TicketService for TicketApi {
             description: r.description,
             requester: r.requester,
             request_id: non_empty(r.request_id),
+            created_by: caller.principal.bot().cloned(),
         };
         let (ticket, created) = self.desk()?.create_ticket(new).await.map_err(status_of)?;
         tracing::Span::current().record("ticket_id", tracing::field::display(ticket.id()));
@@ -101,21 +142,25 @@ impl TicketService for TicketApi {
         }))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().id))]
     async fn get_ticket(
         &self,
         request: Request<pb::GetTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::GetTicket)?;
         let id = convert::ticket_id("id", &request.get_ref().id).map_err(status_of)?;
-        let ticket = self.desk()?.get_ticket(id).map_err(status_of)?;
+        let desk = self.desk()?;
+        bot_visible(desk, &caller, id)?;
+        let ticket = desk.get_ticket(id).map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
     async fn list_tickets(
         &self,
         request: Request<pb::ListTicketsRequest>,
     ) -> Result<Response<pb::ListTicketsResponse>, Status> {
+        let caller = authorize(&request, Operation::ListTickets)?;
         let r = request.into_inner();
         let query = TicketQuery {
             status: parse_optional_enum("status", r.status, TicketStatus::from_number)
@@ -128,6 +173,7 @@ impl TicketService for TicketApi {
                 .map(|t| Tag::parse("tag", &t))
                 .transpose()
                 .map_err(status_of)?,
+            created_by: caller.principal.bot().cloned(),
             page_size: r.page_size as usize,
             from: non_empty(r.page_token)
                 .map(|t| convert::ticket_id("page_token", &t))
@@ -144,49 +190,60 @@ impl TicketService for TicketApi {
         }))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn post_message(
         &self,
         request: Request<pb::PostMessageRequest>,
     ) -> Result<Response<pb::TicketEvent>, Status> {
+        let caller = authorize(&request, Operation::PostMessage)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let visibility = parse_enum("visibility", r.visibility, Visibility::from_number, None)
             .map_err(status_of)?;
-        let event = self
-            .desk()?
+        let desk = self.desk()?;
+        let header = bot_visible(desk, &caller, id)?;
+        caller
+            .principal
+            .may_post(header.as_deref(), &r.author_id, visibility)
+            .map_err(status_of)?;
+        let event = desk
             .post_message(
                 id,
                 &r.author_id,
                 r.body,
                 visibility,
                 non_empty(r.request_id),
+                caller.principal.bot(),
             )
             .await
             .map_err(status_of)?;
         Ok(Response::new(convert::event(&event)))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn claim_ticket(
         &self,
         request: Request<pb::ClaimTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::ClaimTicket)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        caller.principal.act_as(&expert).map_err(status_of)?;
         let ticket = self.desk()?.claim(id, &expert).await.map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn transfer_ticket(
         &self,
         request: Request<pb::TransferTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::TransferTicket)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let from = convert::expert_id("from_expert_id", &r.from_expert_id).map_err(status_of)?;
+        caller.principal.may_move(&from).map_err(status_of)?;
         let to = convert::expert_id("to_expert_id", &r.to_expert_id).map_err(status_of)?;
         let ticket = self
             .desk()?
@@ -196,50 +253,58 @@ impl TicketService for TicketApi {
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn release_ticket(
         &self,
         request: Request<pb::ReleaseTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::ReleaseTicket)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        caller.principal.may_move(&expert).map_err(status_of)?;
         let ticket = self.desk()?.release(id, &expert).await.map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn join_swarm(
         &self,
         request: Request<pb::JoinSwarmRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::JoinSwarm)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        caller.principal.act_as(&expert).map_err(status_of)?;
         let ticket = self.desk()?.join(id, &expert).await.map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn leave_swarm(
         &self,
         request: Request<pb::LeaveSwarmRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::LeaveSwarm)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        caller.principal.act_as(&expert).map_err(status_of)?;
         let ticket = self.desk()?.leave(id, &expert).await.map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn request_help(
         &self,
         request: Request<pb::RequestHelpRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::RequestHelp)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        caller.principal.act_as(&expert).map_err(status_of)?;
         let skills = convert::requirements("skills", &r.skills).map_err(status_of)?;
         let ticket = self
             .desk()?
@@ -249,14 +314,16 @@ impl TicketService for TicketApi {
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn update_status(
         &self,
         request: Request<pb::UpdateStatusRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::UpdateStatus)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
         let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
+        caller.principal.act_as(&expert).map_err(status_of)?;
         let status =
             parse_enum("status", r.status, TicketStatus::from_number, None).map_err(status_of)?;
         let ticket = self
@@ -269,18 +336,21 @@ impl TicketService for TicketApi {
 
     type WatchTicketStream = EventStream<pb::TicketEvent>;
 
-    #[instrument(skip_all, fields(ticket_id = %request.get_ref().ticket_id))]
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
     async fn watch_ticket(
         &self,
         request: Request<pb::WatchTicketRequest>,
     ) -> Result<Response<Self::WatchTicketStream>, Status> {
+        let caller = authorize(&request, Operation::WatchTicket)?;
         let r = request.into_inner();
         let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let subscription = self
-            .desk()?
-            .watch_ticket(id, r.after_seq)
+        let desk = self.desk()?;
+        bot_visible(desk, &caller, id)?;
+        let permit = open_stream(desk, &caller)?;
+        let subscription = desk
+            .watch_ticket(id, r.after_seq, caller.stream_stop())
             .map_err(status_of)?;
-        Ok(Response::new(into_stream(subscription, |d| {
+        Ok(Response::new(into_stream(subscription, permit, |d| {
             convert::event(&d.event)
         })))
     }

@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use crate::domain::model::Ticket;
 use crate::domain::{
-    EventKind, Expert, ExpertId, TicketEvent, TicketHeader, TicketId, TicketState, UnixMicros,
+    EventKind, Expert, ExpertId, TicketEvent, TicketHeader, TicketId, TicketState, TokenRecord,
+    UnixMicros,
 };
 
 /// A write's place in the store's write order.
@@ -94,6 +95,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Stores an expert alone, compare-and-swap on `expert.version - 1`.
     fn put_expert(&self, expert: &Expert) -> Result<Lsn, StoreError>;
+
+    /// Stores a token record, replacing the one with its id.
+    fn put_token(&self, token: &TokenRecord) -> Result<Lsn, StoreError>;
+
+    /// Every token record (revoked ones too), read once at start-up.
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
 
     /// Resolves once every write up to `lsn` is durable.
     fn wait_durable(&self, lsn: Lsn) -> DurableFuture;

@@ -11,7 +11,10 @@
 //! u/<ticket u64>            ()                (tickets waiting for an owner)
 //! p/<expert id>             Expert
 //! r/<key>                   position          (idempotency)
+//! k/<token id>              TokenRecord       (hash of the secret, never the secret)
 //! ```
+//! Schema 2 added `created_by` to TicketHeader; opening a schema 1 store
+//! rewrites its headers once ([`migrate_v1_headers`]).
 //! A commit is a run of single-key inserts whose commit point is one key:
 //! the last event record of the commit, which carries what the rest of the
 //! commit writes (experts, idempotency key). Order within a commit: the
@@ -47,10 +50,10 @@ use super::{Commit, DurableFuture, EventSink, Lsn, Pair, PairSink, Receipt, Stor
 use crate::domain::model::Ticket;
 use crate::domain::{
     EventKind, Expert, ExpertId, TicketEvent, TicketHeader, TicketId, TicketState, TicketStatus,
-    UnixMicros,
+    TokenId, TokenRecord, UnixMicros,
 };
 
-const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"m/schema";
 
 #[derive(Serialize, Deserialize)]
@@ -91,6 +94,10 @@ fn seq_key(ticket: TicketId, seq: u64) -> [u8; 18] {
 
 fn expert_key(id: &ExpertId) -> Vec<u8> {
     [b"p/", id.as_str().as_bytes()].concat()
+}
+
+fn token_key(id: &TokenId) -> Vec<u8> {
+    [b"k/", id.as_str().as_bytes()].concat()
 }
 
 fn request_key(k: &str) -> Vec<u8> {
@@ -216,6 +223,15 @@ impl SledStore {
                         "data dir {} was written by a newer swarmdesk (schema {found}, this build reads up to {SCHEMA_VERSION})",
                         config.path.display()
                     )));
+                }
+                if found < 2 {
+                    migrate_v1_headers(&db)?;
+                }
+                if found < SCHEMA_VERSION {
+                    db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                        .map_err(backend)?;
+                    db.flush().map_err(backend)?;
+                    tracing::info!(from = found, to = SCHEMA_VERSION, "store schema upgraded");
                 }
             }
         }
@@ -413,6 +429,50 @@ fn write_derived(
         tree.insert(request_key(k), &first.to_be_bytes())
             .map_err(backend)?;
     }
+    Ok(())
+}
+
+/// A ticket header as schema 1 stored it (before `created_by`).
+#[derive(Deserialize)]
+struct TicketHeaderV1 {
+    id: TicketId,
+    title: String,
+    description: String,
+    requester: String,
+    channel: crate::domain::ContactChannel,
+    kind: crate::domain::TicketKind,
+    priority: crate::domain::Priority,
+    skills: Vec<crate::domain::SkillRequirement>,
+    created_at: UnixMicros,
+}
+
+/// Rewrites schema 1 headers in the current form. Safe to run again after
+/// a crash part way: a header already rewritten decodes as current.
+fn migrate_v1_headers(db: &sled::Db) -> Result<(), StoreError> {
+    let mut rewritten = 0u64;
+    for item in db.scan_prefix(b"h/") {
+        let (k, v) = item.map_err(backend)?;
+        if postcard::from_bytes::<TicketHeader>(&v).is_ok() {
+            continue;
+        }
+        let old: TicketHeaderV1 = decode("schema 1 ticket header", &v)?;
+        let header = TicketHeader {
+            id: old.id,
+            title: old.title,
+            description: old.description,
+            requester: old.requester,
+            channel: old.channel,
+            kind: old.kind,
+            priority: old.priority,
+            skills: old.skills,
+            created_at: old.created_at,
+            created_by: None,
+        };
+        db.insert(k, encode(&header)?).map_err(backend)?;
+        rewritten += 1;
+    }
+    db.flush().map_err(backend)?;
+    tracing::info!(rewritten, "ticket headers migrated from schema 1");
     Ok(())
 }
 
@@ -708,6 +768,28 @@ impl Store for SledStore {
         Ok(self.written(&mut seq, Vec::new()))
     }
 
+    fn put_token(&self, token: &TokenRecord) -> Result<Lsn, StoreError> {
+        let mut seq = lock(&self.shared.sequencer);
+        let bytes = encode(token)?;
+        self.refuse_if_failed()?;
+        self.shared
+            .tree
+            .insert(token_key(&token.id), bytes)
+            .map_err(|e| self.poison(backend(e)))?;
+        Ok(self.written(&mut seq, Vec::new()))
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.shared
+            .tree
+            .scan_prefix(b"k/")
+            .map(|item| {
+                let (_, v) = item.map_err(backend)?;
+                decode("token", &v)
+            })
+            .collect()
+    }
+
     fn wait_durable(&self, lsn: Lsn) -> DurableFuture {
         let mut durable = self.shared.durable.subscribe();
         Box::pin(async move {
@@ -936,6 +1018,7 @@ mod tests {
             priority: Priority::P1,
             skills: vec![],
             created_at: 1,
+            created_by: None,
         })
     }
 

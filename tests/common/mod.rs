@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use swarmdesk::client::{with_token, AuthedChannel};
 use swarmdesk::rpc::pb;
+use swarmdesk::rpc::pb::admin_service_client::AdminServiceClient;
 use swarmdesk::rpc::pb::expert_service_client::ExpertServiceClient;
 use swarmdesk::rpc::pb::ticket_service_client::TicketServiceClient;
 use swarmdesk::server::{self, ServerConfig};
@@ -18,10 +20,39 @@ use tonic::Streaming;
 /// How long any single wait in a test may take before it fails loudly.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The three services, as one token.
+#[derive(Clone)]
+pub struct Clients {
+    pub tickets: TicketServiceClient<AuthedChannel>,
+    pub experts: ExpertServiceClient<AuthedChannel>,
+    pub admin: AdminServiceClient<AuthedChannel>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel, token: Option<&str>) -> Clients {
+        let channel = with_token(channel, token).unwrap();
+        Clients {
+            tickets: TicketServiceClient::new(channel.clone()),
+            experts: ExpertServiceClient::new(channel.clone()),
+            admin: AdminServiceClient::new(channel),
+        }
+    }
+}
+
+/// The first admin token a server wrote into its data dir.
+pub fn admin_token(data_dir: &Path) -> String {
+    swarmdesk::client::token_from_data_dir(data_dir).expect("the server wrote admin.token")
+}
+
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
-    pub tickets: TicketServiceClient<Channel>,
-    pub experts: ExpertServiceClient<Channel>,
+    /// As the first admin.
+    pub tickets: TicketServiceClient<AuthedChannel>,
+    pub experts: ExpertServiceClient<AuthedChannel>,
+    pub admin: AdminServiceClient<AuthedChannel>,
+    pub admin_token: String,
+    /// A connection without a token.
+    pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), server::ServerError>>>,
     pub data_dir: PathBuf,
@@ -45,10 +76,15 @@ pub async fn spawn_server_with(config: ServerConfig) -> TestServer {
         let _ = rx.await;
     }));
     let channel = connect(addr).await;
+    let admin_token = admin_token(&data_dir);
+    let clients = Clients::new(channel.clone(), Some(&admin_token));
     TestServer {
         addr,
-        tickets: TicketServiceClient::new(channel.clone()),
-        experts: ExpertServiceClient::new(channel),
+        tickets: clients.tickets,
+        experts: clients.experts,
+        admin: clients.admin,
+        admin_token,
+        channel,
         shutdown: Some(tx),
         handle: Some(handle),
         data_dir,
@@ -103,6 +139,33 @@ impl TestServer {
         let mut server = spawn_server_with(ServerConfig::new(path)).await;
         server._dir = dir;
         server
+    }
+
+    /// Clients that call as `token`.
+    pub fn as_token(&self, token: &str) -> Clients {
+        Clients::new(self.channel.clone(), Some(token))
+    }
+
+    /// Creates a token (as the admin) and returns its secret.
+    pub async fn token(&self, role: pb::Role, expert: &str, bot: &str) -> String {
+        self.new_token(role, expert, bot).await.1
+    }
+
+    /// Creates a token (as the admin) and returns its id and secret.
+    pub async fn new_token(&self, role: pb::Role, expert: &str, bot: &str) -> (String, String) {
+        let created = self
+            .admin
+            .clone()
+            .create_token(pb::CreateTokenRequest {
+                role: role as i32,
+                expert_id: expert.into(),
+                bot_name: bot.into(),
+                label: format!("test {role:?} {expert}{bot}"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (created.token.unwrap().id, created.secret)
     }
 
     pub async fn register(&self, id: &str, skills: &[(&str, i32)], capacity: u32) -> pb::Expert {
