@@ -4,46 +4,16 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::*;
 use common::*;
 use swarmdesk::client::AuthedChannel;
 use swarmdesk::rpc::pb;
 use swarmdesk::rpc::pb::expert_service_client::ExpertServiceClient;
 use swarmdesk::rpc::pb::ticket_service_client::TicketServiceClient;
-
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Process {
-    // A failed test must not leave a server behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-fn start(data_dir: &std::path::Path) -> Process {
-    let addr = free_port();
-    let child = Command::new(binary())
-        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(data_dir)
-        .env("SWARMDESK_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Process { child, addr }
-}
 
 async fn clients(
     addr: SocketAddr,
@@ -54,25 +24,6 @@ async fn clients(
 ) {
     let c = Clients::new(connect(addr).await, Some(&admin_token(data_dir)));
     (c.tickets, c.experts)
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..400 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let _ = child.kill();
-    panic!("server did not exit in time");
 }
 
 async fn register(experts: &mut ExpertServiceClient<AuthedChannel>, id: &str, tag: &str) {

@@ -2,6 +2,8 @@
 //! and small helpers for talking to it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
