@@ -317,6 +317,13 @@ impl TokenRegistry {
     /// Revokes a token at once: its next call and its open streams end with
     /// UNAUTHENTICATED. Revoking a revoked token changes nothing.
     pub async fn revoke(&self, id: &TokenId) -> Result<TokenRecord, DeskError> {
+        // Its last use is kept with it; read before `records` is locked, the
+        // order `list` takes the two locks in.
+        let last_used = self
+            .list()
+            .into_iter()
+            .find(|r| &r.id == id)
+            .and_then(|r| r.last_used_at);
         let (record, lsn) = {
             let mut records = self.records();
             let record = records
@@ -327,6 +334,7 @@ impl TokenRegistry {
             }
             let mut revoked = record.clone();
             revoked.revoked_at = Some(now_micros());
+            revoked.last_used_at = last_used.or(revoked.last_used_at);
             let lsn = self.store.put_token(&revoked)?;
             *record = revoked.clone();
             (revoked, lsn)

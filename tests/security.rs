@@ -438,3 +438,480 @@ async fn every_rpc_against_every_role() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+/// Reads a requester's watch until a public message with `body`, returning
+/// every event seen on the way.
+async fn watch_until(
+    stream: &mut tonic::Streaming<pb::TicketEvent>,
+    body: &str,
+) -> Vec<pb::TicketEvent> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next(stream).await;
+        let done = matches!(
+            &event.payload,
+            Some(pb::ticket_event::Payload::Message(m)) if m.body == body
+        );
+        seen.push(event);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn internal_in(events: &[pb::TicketEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| format!("{e:?}").contains("secret"))
+        .map(|e| format!("{e:?}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_never_sees_internal_notes_nor_other_bots_tickets() {
+    let server = spawn_server().await;
+    server.register("ann", &[("network", L2)], 10).await;
+    let ann = server.as_token(&server.token(pb::Role::Expert, "ann", "").await);
+    let _online = ann
+        .experts
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            expert_id: "ann".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let chat = server.as_token(&server.token(pb::Role::Bot, "", "chat").await);
+    let mail = server.as_token(&server.token(pb::Role::Bot, "", "mail").await);
+    let create = |bot: &Clients, title: &str| {
+        let mut tickets = bot.tickets.clone();
+        let request = create_request(title, &[("network", L1)], P2);
+        async move {
+            tickets
+                .create_ticket(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .ticket
+                .unwrap()
+        }
+    };
+    let own = create(&chat, "vpn").await;
+    assert_eq!(own.created_by, "chat");
+    assert_eq!(own.owner_id, "ann", "routed to the one expert online");
+    let others = create(&mail, "mail outage").await;
+    let staff = server.create("internal", &[("network", L1)], P3).await;
+
+    let post = |author: &str, body: &str, visibility: pb::Visibility| {
+        let mut tickets = ann.tickets.clone();
+        let request = pb::PostMessageRequest {
+            ticket_id: own.id.clone(),
+            author_id: author.into(),
+            body: body.into(),
+            visibility: visibility as i32,
+            request_id: String::new(),
+        };
+        async move { tickets.post_message(request).await.map(|r| r.into_inner()) }
+    };
+    post(
+        "ann",
+        "secret: the customer's VPN is on our blocklist",
+        pb::Visibility::Internal,
+    )
+    .await
+    .unwrap();
+    post("ann", "we are on it", pb::Visibility::Public)
+        .await
+        .unwrap();
+
+    // WatchTicket, from the start and live.
+    let mut watch = chat
+        .tickets
+        .clone()
+        .watch_ticket(pb::WatchTicketRequest {
+            ticket_id: own.id.clone(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let history = watch_until(&mut watch, "we are on it").await;
+    assert!(history.len() >= 2, "created and the public reply at least");
+    assert_eq!(internal_in(&history), Vec::<String>::new());
+    post("ann", "secret: second note", pb::Visibility::Internal)
+        .await
+        .unwrap();
+    post("ann", "fixed, please retry", pb::Visibility::Public)
+        .await
+        .unwrap();
+    let live = watch_until(&mut watch, "fixed, please retry").await;
+    assert_eq!(internal_in(&live), Vec::<String>::new());
+    // The stream skipped the notes, it did not lose the public events: the
+    // public reply comes right after what the bot saw before.
+    assert_eq!(live.len(), 1, "{live:?}");
+
+    // GetTicket: the ticket, which holds no messages.
+    let got = chat
+        .tickets
+        .clone()
+        .get_ticket(pb::GetTicketRequest { id: own.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.id, own.id);
+    assert!(!format!("{got:?}").contains("secret"));
+
+    // ListTickets: only the bot's own, whatever the filters say.
+    let listed = chat
+        .tickets
+        .clone()
+        .list_tickets(pb::ListTicketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    let ids: Vec<_> = listed.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [own.id.as_str()]);
+    let by_tag = chat
+        .tickets
+        .clone()
+        .list_tickets(pb::ListTicketsRequest {
+            tag: "network".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    assert_eq!(by_tag.len(), 1);
+    let all = server
+        .tickets
+        .clone()
+        .list_tickets(pb::ListTicketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    assert_eq!(
+        all.len(),
+        3,
+        "the admin sees {own:?}, {others:?} and {staff:?}"
+    );
+
+    // Subscribe: not for bots, under any expert's name.
+    let subscribed = chat
+        .experts
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            expert_id: "ann".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        subscribed.err().map(|s| s.code()),
+        Some(Code::PermissionDenied)
+    );
+
+    // PostMessage: as the requester, PUBLIC only, on its own tickets.
+    let mut bot_tickets = chat.tickets.clone();
+    let mut bot_post = async |id: &str, author: &str, visibility: pb::Visibility| {
+        bot_tickets
+            .post_message(pb::PostMessageRequest {
+                ticket_id: id.into(),
+                author_id: author.into(),
+                body: "hello".into(),
+                visibility: visibility as i32,
+                request_id: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    };
+    let refused = [
+        bot_post(&own.id, "customer-1", pb::Visibility::Internal).await,
+        bot_post(&own.id, "ann", pb::Visibility::Public).await,
+        bot_post(&others.id, "customer-1", pb::Visibility::Public).await,
+    ];
+    for r in refused {
+        assert_eq!(r.err().map(|s| s.code()), Some(Code::PermissionDenied));
+    }
+    let ok = bot_post(&own.id, "customer-1", pb::Visibility::Public)
+        .await
+        .unwrap();
+    assert_eq!(ok.ticket_id, own.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_does_not_tell_a_bot_whether_a_ticket_exists() {
+    let server = spawn_server().await;
+    let chat = server.as_token(&server.token(pb::Role::Bot, "", "chat").await);
+    let theirs = server
+        .create("someone else's", &[("network", L1)], P3)
+        .await;
+    let missing = "T-999999".to_owned();
+    let mut answers = Vec::new();
+    for id in [&theirs.id, &missing] {
+        let get = chat
+            .tickets
+            .clone()
+            .get_ticket(pb::GetTicketRequest { id: id.clone() })
+            .await
+            .unwrap_err();
+        let watch = chat
+            .tickets
+            .clone()
+            .watch_ticket(pb::WatchTicketRequest {
+                ticket_id: id.clone(),
+                after_seq: 0,
+            })
+            .await
+            .err()
+            .unwrap();
+        let post = chat
+            .tickets
+            .clone()
+            .post_message(pb::PostMessageRequest {
+                ticket_id: id.clone(),
+                author_id: "customer-1".into(),
+                body: "hi".into(),
+                visibility: pb::Visibility::Public as i32,
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        answers.push(
+            [get, watch, post]
+                .iter()
+                .map(|s| (s.code(), s.message().replace(id.as_str(), "<id>")))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(answers[0][0].0, Code::PermissionDenied);
+    assert_eq!(
+        answers[0], answers[1],
+        "an existing ticket answers like a missing one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_per_bot() {
+    let server = spawn_server().await;
+    let chat = server.as_token(&server.token(pb::Role::Bot, "", "chat").await);
+    let mail = server.as_token(&server.token(pb::Role::Bot, "", "mail").await);
+    let create = async |bot: &Clients| {
+        let mut request = create_request("dup", &[("network", L1)], P3);
+        request.request_id = "msg-1".into();
+        let r = bot
+            .tickets
+            .clone()
+            .create_ticket(request)
+            .await
+            .unwrap()
+            .into_inner();
+        (r.ticket.unwrap().id, r.created)
+    };
+    let (first, created) = create(&chat).await;
+    assert!(created);
+    let (again, created) = create(&chat).await;
+    assert_eq!(
+        (again, created),
+        (first.clone(), false),
+        "a retry by the same bot"
+    );
+    let (other, created) = create(&mail).await;
+    assert!(created, "another bot's request id is its own");
+    assert_ne!(other, first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_ends_its_streams_at_once() {
+    let server = spawn_server().await;
+    server.register("ann", &[("network", L2)], 10).await;
+    let (ann_id, ann_secret) = server.new_token(pb::Role::Expert, "ann", "").await;
+    let ann = server.as_token(&ann_secret);
+    let chat = server.as_token(&server.token(pb::Role::Bot, "", "chat").await);
+    let mut swarm = ann
+        .experts
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            expert_id: "ann".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ticket = chat
+        .tickets
+        .clone()
+        .create_ticket(create_request("vpn", &[("network", L1)], P2))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(summary(&next(&mut swarm).await).0, ticket.id);
+    let mut watch = chat
+        .tickets
+        .clone()
+        .watch_ticket(pb::WatchTicketRequest {
+            ticket_id: ticket.id.clone(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut watch).await;
+
+    let revoked = server
+        .admin
+        .clone()
+        .revoke_token(pb::RevokeTokenRequest { id: ann_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoked_at.is_some());
+
+    // The live stream ends with UNAUTHENTICATED (after anything already queued).
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match swarm.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the revoked stream did not end");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    // Every later call with it is refused, streams included.
+    let call = ann
+        .experts
+        .clone()
+        .get_expert(pb::GetExpertRequest { id: "ann".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(call.code(), Code::Unauthenticated);
+    let again = ann
+        .experts
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            expert_id: "ann".into(),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(again.code(), Code::Unauthenticated);
+
+    // Another principal's stream is untouched.
+    server
+        .post(
+            &ticket.id,
+            "customer-1",
+            "still there?",
+            pb::Visibility::Public,
+        )
+        .await
+        .unwrap();
+    watch_until(&mut watch, "still there?").await;
+
+    // Listed as revoked only when asked; never with a secret.
+    let listed = |include_revoked| {
+        let mut admin = server.admin.clone();
+        async move {
+            admin
+                .list_tokens(pb::ListTokensRequest { include_revoked })
+                .await
+                .unwrap()
+                .into_inner()
+                .tokens
+        }
+    };
+    assert!(!listed(false).await.iter().any(|t| t.id == ann_id));
+    let all = listed(true).await;
+    let entry = all.iter().find(|t| t.id == ann_id).unwrap();
+    assert!(entry.revoked_at.is_some());
+    assert!(entry.last_used_at.is_some(), "ann's token was used");
+    assert!(!format!("{all:?}").contains(&ann_secret[5..]));
+}
+
+/// A client that sends `authorization` exactly as given (or not at all).
+fn raw_auth_client(
+    channel: tonic::transport::Channel,
+    value: Option<String>,
+) -> pb::expert_service_client::ExpertServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor,
+    >,
+> {
+    pb::expert_service_client::ExpertServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            if let Some(value) = &value {
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.parse().unwrap());
+            }
+            Ok(request)
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_malformed_unknown_and_revoked_tokens_are_refused() {
+    let server = spawn_server().await;
+    let (revoked_id, revoked) = server.new_token(pb::Role::Supervisor, "", "").await;
+    server
+        .admin
+        .clone()
+        .revoke_token(pb::RevokeTokenRequest { id: revoked_id })
+        .await
+        .unwrap();
+    let hex = "0123456789abcdef".repeat(4);
+    let unknown = format!("swd1_{hex}");
+    let admin_hex = &server.admin_token["swd1_".len()..];
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("empty bearer", Some("Bearer ".into())),
+        (
+            "other scheme",
+            Some(format!("Basic {}", server.admin_token)),
+        ),
+        ("no scheme", Some(server.admin_token.clone())),
+        ("garbage", Some("Bearer hunter2-not-a-token".into())),
+        ("old format", Some(format!("Bearer swd0_{admin_hex}"))),
+        (
+            "truncated",
+            Some(format!("Bearer {}", &server.admin_token[..40])),
+        ),
+        ("unknown", Some(format!("Bearer {unknown}"))),
+        ("revoked", Some(format!("Bearer {revoked}"))),
+    ];
+    for (name, value) in cases {
+        let status = raw_auth_client(server.channel.clone(), value.clone())
+            .list_experts(pb::ListExpertsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        if let Some(value) = value {
+            let secret = value
+                .trim_start_matches("Bearer ")
+                .trim_start_matches("Basic ");
+            if secret.len() > 8 {
+                assert!(
+                    !status.message().contains(secret),
+                    "{name} echoed: {status:?}"
+                );
+            }
+        }
+    }
+    // The same client with the right token works, and a lower-case scheme too.
+    let ok = raw_auth_client(
+        server.channel.clone(),
+        Some(format!("bearer {}", server.admin_token)),
+    )
+    .list_experts(pb::ListExpertsRequest::default())
+    .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
