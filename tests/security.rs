@@ -915,3 +915,76 @@ async fn missing_malformed_unknown_and_revoked_tokens_are_refused() {
     .await;
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+/// Runs the real binary with every log on, makes calls with good, bad and
+/// new tokens, and looks for any of them in what it logged.
+async fn secrets_in_logs(level: &str) -> (String, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let data = dir.path().join("data");
+    let mut process = process::start_with(&data, |command| {
+        command
+            .env("RUST_LOG", level)
+            .env_remove("SWARMDESK_LOG_LEVEL")
+            .args(["--log-format", "json"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+    });
+    let channel = connect(process.addr).await;
+    let admin_token = admin_token(&data);
+    let admin = Clients::new(channel.clone(), Some(&admin_token));
+    let created = admin
+        .admin
+        .clone()
+        .create_token(pb::CreateTokenRequest {
+            role: pb::Role::Bot as i32,
+            bot_name: "chat".into(),
+            label: "chat relay".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bot = Clients::new(channel.clone(), Some(&created.secret));
+    bot.tickets
+        .clone()
+        .create_ticket(create_request("vpn", &[("network", L1)], P2))
+        .await
+        .unwrap();
+    let wrong = format!("swd1_{}", "fe".repeat(32));
+    let refused = Clients::new(channel.clone(), Some(&wrong))
+        .tickets
+        .clone()
+        .list_tickets(pb::ListTicketsRequest::default())
+        .await;
+    assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+    admin
+        .admin
+        .clone()
+        .revoke_token(pb::RevokeTokenRequest {
+            id: created.token.unwrap().id,
+        })
+        .await
+        .unwrap();
+    process::sigterm(&process.child);
+    let status = process::wait_exit(&mut process.child).await;
+    assert!(status.success());
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let leaked = [&admin_token, &created.secret, &wrong]
+        .into_iter()
+        .flat_map(|token| [token.clone(), token["swd1_".len()..].to_owned()])
+        .filter(|secret| logged.contains(secret.as_str()))
+        .collect();
+    (logged, leaked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_secrets_never_appear_in_the_log() {
+    // trace: every crate's every line, h2's and tonic's included.
+    let (logged, leaked) = secrets_in_logs("trace").await;
+    // The log did record the calls, with the principal's label.
+    assert!(logged.contains("chat relay"), "{logged}");
+    assert!(logged.contains("token revoked"), "{logged}");
+    assert_eq!(leaked, Vec::<String>::new());
+}
