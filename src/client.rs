@@ -42,8 +42,12 @@ impl ClientError {
         let mut detail = error.to_string();
         let mut cause = error.source();
         while let Some(inner) = cause {
-            detail.push_str(": ");
-            detail.push_str(&inner.to_string());
+            // Layers often repeat their cause's text; say it once.
+            let text = inner.to_string();
+            if !detail.ends_with(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
             cause = inner.source();
         }
         ClientError::Connect {

@@ -7,7 +7,7 @@ pub mod process;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use swarmdesk::client::{with_token, AuthedChannel};
+use swarmdesk::client::{with_token, AuthedChannel, ClientTls};
 use swarmdesk::rpc::pb;
 use swarmdesk::rpc::pb::admin_service_client::AdminServiceClient;
 use swarmdesk::rpc::pb::expert_service_client::ExpertServiceClient;
@@ -70,6 +70,17 @@ pub async fn spawn_server() -> TestServer {
 }
 
 pub async fn spawn_server_with(config: ServerConfig) -> TestServer {
+    spawn_server_over(config, ClientTls::default()).await
+}
+
+/// A server with `config`, its clients connecting with `tls` (https://
+/// when `config` serves TLS).
+pub async fn spawn_server_over(config: ServerConfig, tls: ClientTls) -> TestServer {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
@@ -77,7 +88,7 @@ pub async fn spawn_server_with(config: ServerConfig) -> TestServer {
     let handle = tokio::spawn(server::run(listener, config, async {
         let _ = rx.await;
     }));
-    let channel = connect(addr).await;
+    let channel = connect_to(&format!("{scheme}://{addr}"), &tls).await;
     let admin_token = admin_token(&data_dir);
     let clients = Clients::new(channel.clone(), Some(&admin_token));
     TestServer {
@@ -97,10 +108,15 @@ pub async fn spawn_server_with(config: ServerConfig) -> TestServer {
 /// A channel to the server at `addr` once its health says SERVING (the API
 /// answers UNAVAILABLE while the store is still being opened).
 pub async fn connect(addr: std::net::SocketAddr) -> Channel {
+    connect_to(&format!("http://{addr}"), &ClientTls::default()).await
+}
+
+/// [`connect`] to any URL, with TLS settings.
+pub async fn connect_to(url: &str, tls: &ClientTls) -> Channel {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let endpoint = swarmdesk::client::endpoint(url, tls).unwrap();
     for _ in 0..800 {
         if let Ok(channel) = endpoint.connect().await {
             let status = HealthClient::new(channel.clone())
@@ -115,7 +131,7 @@ pub async fn connect(addr: std::net::SocketAddr) -> Channel {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("server at {addr} never became SERVING");
+    panic!("server at {url} never became SERVING");
 }
 
 impl TestServer {
