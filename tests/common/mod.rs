@@ -150,6 +150,11 @@ impl TestServer {
         self._dir.take()
     }
 
+    /// Deletes `dir` only when this server is dropped.
+    pub fn keep_dir(&mut self, dir: TempDir) {
+        self._dir = Some(dir);
+    }
+
     /// Stops and starts again on the same data dir.
     pub async fn restart(self) -> TestServer {
         let path = self.data_dir.clone();
