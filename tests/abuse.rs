@@ -78,8 +78,7 @@ async fn a_token_holds_at_most_sixteen_streams() {
         .clone()
         .subscribe(subscribe_request("ann"))
         .await
-        .err()
-        .expect("a 17th stream is refused");
+        .expect_err("a 17th stream is refused");
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert!(refused.message().contains("16"), "{refused:?}");
     assert_eq!(
@@ -141,8 +140,7 @@ async fn the_server_holds_at_most_its_stream_cap() {
         .clone()
         .subscribe(subscribe_request("bob"))
         .await
-        .err()
-        .expect("the server is full");
+        .expect_err("the server is full");
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert!(refused.message().contains("maximum of 3"), "{refused:?}");
     // Unary calls are not streams: they still work.
