@@ -988,3 +988,186 @@ async fn token_secrets_never_appear_in_the_log() {
     assert!(logged.contains("token revoked"), "{logged}");
     assert_eq!(leaked, Vec::<String>::new());
 }
+
+async fn cli(args: Vec<String>, env_token: Option<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(binary());
+        command
+            .args(&args)
+            .env_remove("SWARMDESK_TOKEN")
+            .env_remove("SWARMDESK_DATA_DIR");
+        if let Some(token) = env_token {
+            command.env("SWARMDESK_TOKEN", token);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_writes_an_admin_token_only_its_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = spawn_server().await;
+    let file = server.data_dir.join("admin.token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let first = std::fs::read_to_string(&file).unwrap();
+    assert!(first.trim().starts_with("swd1_"));
+
+    // A restart keeps it: the store has a live admin token.
+    let server = server.restart().await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+    let tokens = server
+        .admin
+        .clone()
+        .list_tokens(pb::ListTokensRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].role, pb::Role::Admin as i32);
+
+    // With every admin token revoked, the next start makes a new one, so
+    // the desk cannot be locked out of for good.
+    let id = tokens[0].id.clone();
+    server
+        .admin
+        .clone()
+        .revoke_token(pb::RevokeTokenRequest { id })
+        .await
+        .unwrap();
+    let server = server.restart().await;
+    let second = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(second, first);
+    assert_eq!(server.admin_token, second.trim());
+    server
+        .experts
+        .clone()
+        .list_experts(pb::ListExpertsRequest::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_tokens_with_the_admin_token_file_or_a_given_token() {
+    let server = spawn_server().await;
+    server.register("ann", &[("network", L2)], 5).await;
+    let url = format!("http://{}", server.addr);
+    let data_dir = server.data_dir.display().to_string();
+    let args = |rest: &[&str]| -> Vec<String> {
+        let mut args = vec!["--data-dir".to_owned(), data_dir.clone()];
+        args.extend(rest.iter().map(|s| (*s).to_owned()));
+        args.extend(["--server".to_owned(), url.clone()]);
+        args
+    };
+    // No --token, no SWARMDESK_TOKEN: <data-dir>/admin.token is used.
+    let (ok, stdout, stderr) = cli(
+        args(&[
+            "token",
+            "create",
+            "--role",
+            "expert",
+            "--expert",
+            "ann",
+            "--label",
+            "ann laptop",
+            "--json",
+        ]),
+        None,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["role"], "expert");
+    assert_eq!(created["expert_id"], "ann");
+    // The new token works, as ann only.
+    let ann = server.as_token(&secret);
+    assert!(ann
+        .experts
+        .clone()
+        .subscribe(subscribe_as("ann"))
+        .await
+        .is_ok());
+
+    let (ok, stdout, stderr) = cli(args(&["token", "list"]), None).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("ann laptop") && stdout.contains(&id),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&secret[5..]), "list never shows a secret");
+
+    // A given token wins over the file: ann's may not list tokens...
+    let (ok, _, stderr) = cli(args(&["token", "list"]), Some(secret.clone())).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("PermissionDenied") || stderr.contains("may not"),
+        "{stderr}"
+    );
+    // ...and --token wins over SWARMDESK_TOKEN.
+    let with_flag = args(&["token", "list", "--token", &server.admin_token]);
+    let (ok, _, stderr) = cli(with_flag, Some(secret.clone())).await;
+    assert!(ok, "{stderr}");
+
+    let (ok, stdout, stderr) = cli(args(&["token", "revoke", &id]), None).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("revoked="), "{stdout}");
+    let refused = ann
+        .experts
+        .clone()
+        .get_expert(pb::GetExpertRequest { id: "ann".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+fn subscribe_as(expert: &str) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        expert_id: expert.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_off_serves_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = process::free_port().port();
+    let (ok, _, stderr) = cli(
+        vec![
+            "serve".into(),
+            "--auth".into(),
+            "off".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{port}"),
+            "--data-dir".into(),
+            dir.path().join("open").display().to_string(),
+        ],
+        None,
+    )
+    .await;
+    assert!(!ok, "auth off on every interface must not start");
+    assert!(stderr.contains("loopback"), "{stderr}");
+
+    // On loopback it runs, warns, and every caller is an admin.
+    let config = swarmdesk::server::ServerConfig {
+        auth: swarmdesk::rpc::gate::AuthMode::Off,
+        ..swarmdesk::server::ServerConfig::new(dir.path().join("local"))
+    };
+    let server = spawn_server_with(config).await;
+    let anonymous = Clients::new(server.channel.clone(), None);
+    let listed = anonymous
+        .admin
+        .clone()
+        .list_tokens(pb::ListTokensRequest::default())
+        .await;
+    assert!(listed.is_ok(), "{listed:?}");
+}

@@ -81,6 +81,8 @@ pub async fn spawn_server_over(config: ServerConfig, tls: ClientTls) -> TestServ
     } else {
         "http"
     };
+    // With authentication off the server needs, and writes, no token.
+    let auth_on = config.auth == swarmdesk::rpc::gate::AuthMode::On;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
@@ -89,8 +91,15 @@ pub async fn spawn_server_over(config: ServerConfig, tls: ClientTls) -> TestServ
         let _ = rx.await;
     }));
     let channel = connect_to(&format!("{scheme}://{addr}"), &tls).await;
-    let admin_token = admin_token(&data_dir);
-    let clients = Clients::new(channel.clone(), Some(&admin_token));
+    let admin_token = if auth_on {
+        admin_token(&data_dir)
+    } else {
+        String::new()
+    };
+    let clients = Clients::new(
+        channel.clone(),
+        (!admin_token.is_empty()).then_some(admin_token.as_str()),
+    );
     TestServer {
         addr,
         tickets: clients.tickets,
