@@ -122,6 +122,10 @@ pub struct Settings {
     /// not cut); a client's shorter grpc-timeout wins.
     #[arg(long, env = "SWARMDESK_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
+    /// Seconds a new connection has to send its first bytes (and to finish
+    /// the TLS handshake) before it is closed.
+    #[arg(long, env = "SWARMDESK_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub handshake_timeout: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +199,9 @@ impl Settings {
             std::num::NonZeroU32::new(n)
                 .ok_or_else(|| ConfigError::Invalid(format!("{name} must be at least 1")))
         };
+        let seconds = |name: &str, n: u64| {
+            nonzero(name, u32::try_from(n).unwrap_or(u32::MAX)).map(|_| Duration::from_secs(n))
+        };
         Ok(ServerConfig {
             stream_buffer: self.stream_buffer,
             cache_capacity: self.cache_mb * 1024 * 1024,
@@ -226,7 +233,8 @@ impl Settings {
             },
             max_connections: self.max_connections,
             max_streams_per_connection: self.max_streams_per_connection,
-            request_timeout: Duration::from_secs(self.request_timeout),
+            request_timeout: seconds("request_timeout", self.request_timeout)?,
+            handshake_timeout: seconds("handshake_timeout", self.handshake_timeout)?,
             ..ServerConfig::new(&self.data_dir)
         })
     }

@@ -1,7 +1,10 @@
 //! Accepting connections under a global cap: at the cap the accept loop
 //! waits (new clients queue in the kernel's backlog) until a connection
-//! closes, instead of taking connections the server cannot serve.
+//! closes, instead of taking connections the server cannot serve. A
+//! connection that does not send its greeting in time is closed, so silent
+//! sockets cannot hold the cap's places.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,13 +15,20 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// The HTTP/2 connection preface is 24 bytes; a TLS ClientHello is longer.
+const GREETING_BYTES: usize = 24;
 
 /// A connection holding one of the cap's permits until it closes.
 #[derive(Debug)]
 pub struct CappedStream {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// Until the greeting has arrived: when it must have.
+    greeting_deadline: Option<Pin<Box<Sleep>>>,
+    received: usize,
 }
 
 impl AsyncRead for CappedStream {
@@ -27,7 +37,24 @@ impl AsyncRead for CappedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(deadline) = &mut this.greeting_deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent no greeting in time",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if this.greeting_deadline.is_some() {
+            this.received += buf.filled().len() - before;
+            if this.received >= GREETING_BYTES {
+                this.greeting_deadline = None;
+            }
+        }
+        polled
     }
 }
 
@@ -69,10 +96,12 @@ impl Connected for CappedStream {
     }
 }
 
-/// The connections accepted on `listener`, at most `max` open at once.
+/// The connections accepted on `listener`, at most `max` open at once,
+/// each closed unless its first bytes arrive within `greeting_timeout`.
 pub fn capped_incoming(
     listener: TcpListener,
     max: usize,
+    greeting_timeout: Duration,
 ) -> impl Stream<Item = io::Result<CappedStream>> + Send + 'static {
     let permits = Arc::new(Semaphore::new(max));
     futures_util::stream::unfold((listener, permits), move |(listener, permits)| async move {
@@ -91,6 +120,8 @@ pub fn capped_incoming(
                     let stream = CappedStream {
                         io,
                         _permit: permit,
+                        greeting_deadline: Some(Box::pin(tokio::time::sleep(greeting_timeout))),
+                        received: 0,
                     };
                     return Some((Ok(stream), (listener, permits)));
                 }

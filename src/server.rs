@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub max_streams_per_connection: u32,
     /// Longest a unary call may run (streams are not cut).
     pub request_timeout: Duration,
+    /// How long a new connection has to send its first bytes (and, with
+    /// TLS, to finish its handshake) before it is closed.
+    pub handshake_timeout: Duration,
 }
 
 /// PEM files of the server's TLS identity, and the CA that client
@@ -87,6 +90,7 @@ impl ServerConfig {
             max_connections: 10_000,
             max_streams_per_connection: 1024,
             request_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -198,7 +202,10 @@ fn read_tls(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Serve
     })
 }
 
-fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
+fn tls_config(
+    files: &TlsFiles,
+    handshake_timeout: Duration,
+) -> Result<ServerTlsConfig, ServerError> {
     let identity = Identity::from_pem(
         read_tls("TLS certificate", &files.cert)?,
         read_tls("TLS key", &files.key)?,
@@ -207,7 +214,7 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
         .identity(identity)
         // A client that connects and never finishes the handshake must
         // not hold its connection slot for long.
-        .timeout(Duration::from_secs(10));
+        .timeout(handshake_timeout);
     if let Some(ca) = &files.client_ca {
         config = config.client_ca_root(Certificate::from_pem(read_tls("client CA", ca)?));
     }
@@ -245,7 +252,11 @@ pub async fn run(
     if let Some(addr) = addr {
         check_exposure(&config, addr)?;
     }
-    let tls = config.tls.as_ref().map(tls_config).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| tls_config(files, config.handshake_timeout))
+        .transpose()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let cell: DeskCell = Arc::new(OnceLock::new());
@@ -325,7 +336,7 @@ pub async fn run(
             .add_service(experts)
             .add_service(admin)
             .serve_with_incoming_shutdown(
-                capped_incoming(listener, config.max_connections),
+                capped_incoming(listener, config.max_connections, config.handshake_timeout),
                 draining,
             ),
     );

@@ -371,3 +371,40 @@ async fn a_flood_from_one_principal_leaves_another_principals_work_flowing() {
     // And the server still answers.
     server.expert("ann").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_and_frees_its_place() {
+    use tokio::io::AsyncReadExt;
+    let server = spawn_with_limits(AuthLimits::default(), |c| {
+        c.max_connections = 2;
+        c.handshake_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // The test's client holds one place; a silent socket takes the other.
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The server speaks first (its HTTP/2 settings), then hangs up.
+    let mut heard = Vec::new();
+    tokio::time::timeout(WAIT, silent.read_to_end(&mut heard))
+        .await
+        .expect("a silent connection was kept open")
+        .ok();
+    // Its place went to a real client.
+    let url = format!("http://{}", server.addr);
+    let channel = tokio::time::timeout(WAIT, swarmdesk::client::connect(&url, &Default::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    Clients::new(channel, Some(&server.admin_token))
+        .experts
+        .clone()
+        .list_experts(pb::ListExpertsRequest::default())
+        .await
+        .unwrap();
+    // The server's own long-lived client, which spoke at once, is unaffected.
+    server
+        .experts
+        .clone()
+        .list_experts(pb::ListExpertsRequest::default())
+        .await
+        .unwrap();
+}
