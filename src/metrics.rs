@@ -14,8 +14,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,8 @@ pub struct Metrics {
     pub events_appended: IntCounter,
     /// Tickets waiting for an owner (status OPEN).
     pub tickets_waiting: IntGauge,
+    /// Tickets in each status, kept by the store as tickets move.
+    pub tickets_by_status: IntGaugeVec,
     /// How tickets got their owners.
     pub routing: IntCounterVec,
     /// Time to write one commit to the store (before durability).
@@ -91,6 +93,11 @@ impl Metrics {
             tickets_waiting: register(
                 &registry,
                 gauge("tickets_waiting", "Tickets waiting for an owner (status OPEN)"),
+            ),
+            tickets_by_status: register(
+                &registry,
+                IntGaugeVec::new(Opts::new("tickets", "Tickets by status"), &["status"])
+                    .unwrap_or_else(|e| panic!("metric tickets: {e}")),
             ),
             routing: register(
                 &registry,

@@ -80,6 +80,15 @@ async fn metrics_count_a_known_sequence_of_calls() {
     assert_eq!(routing("offered"), Some(2.0), "nobody was online");
     assert_eq!(routing("claimed"), Some(1.0));
     assert_eq!(value(&response, "swarmdesk_tickets_waiting"), Some(1.0));
+    let tickets = |status: &str| {
+        value(
+            &response,
+            &format!("swarmdesk_tickets{{status=\"{status}\"}}"),
+        )
+    };
+    assert_eq!(tickets("open"), Some(1.0));
+    assert_eq!(tickets("assigned"), Some(1.0));
+    assert_eq!(tickets("resolved"), Some(0.0));
     assert_eq!(
         value(&response, "swarmdesk_events_appended_total"),
         Some(3.0)

@@ -12,9 +12,11 @@
 //! p/<expert id>             Expert
 //! r/<key>                   position          (idempotency)
 //! k/<token id>              TokenRecord       (hash of the secret, never the secret)
+//! m/status-counts           StatusCounts      (tickets per status)
 //! ```
 //! Schema 2 added `created_by` to TicketHeader; opening a schema 1 store
-//! rewrites its headers once ([`migrate_v1_headers`]).
+//! rewrites its headers once ([`migrate_v1_headers`]). Schema 3 added
+//! `m/status-counts`; opening an older store counts its states once.
 //! A commit is a run of single-key inserts whose commit point is one key:
 //! the last event record of the commit, which carries what the rest of the
 //! commit writes (experts, idempotency key). Order within a commit: the
@@ -36,7 +38,7 @@
 //! `flush` alone does not reach the disk's platter on Linux; this design
 //! avoids the first and fixes the second.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,8 +55,52 @@ use crate::domain::{
     TokenId, TokenRecord, UnixMicros,
 };
 
-const SCHEMA_VERSION: u32 = 2;
+const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"m/schema";
+const STATUS_COUNTS_KEY: &[u8] = b"m/status-counts";
+
+/// How many tickets are in each status, as of the commit whose last event
+/// is at `through`. Written after a commit's commit point, whenever the
+/// commit changed its ticket's status; `through` tells repair whether the
+/// last commit is already counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StatusCounts {
+    through: u64,
+    counts: BTreeMap<TicketStatus, u64>,
+}
+
+impl StatusCounts {
+    /// Counts a ticket moving `from` (`None`: a new ticket) `to`, by the
+    /// commit ending at `through`; false when that is no change.
+    fn moved(&mut self, from: Option<TicketStatus>, to: TicketStatus, through: u64) -> bool {
+        if from == Some(to) {
+            return false;
+        }
+        if let Some(from) = from {
+            let n = self.counts.entry(from).or_default();
+            *n = n.saturating_sub(1);
+        }
+        *self.counts.entry(to).or_default() += 1;
+        self.through = through;
+        true
+    }
+
+    fn load(tree: &sled::Db) -> Result<StatusCounts, StoreError> {
+        tree.get(STATUS_COUNTS_KEY)
+            .map_err(backend)?
+            .map_or(Ok(StatusCounts::default()), |v| decode("status counts", &v))
+    }
+
+    fn publish(&self) {
+        let gauge = &crate::metrics::metrics().tickets_by_status;
+        for status in TicketStatus::ALL {
+            let n = self.counts.get(status).copied().unwrap_or(0);
+            gauge
+                .with_label_values(&[status.label()])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct EventRecord {
@@ -176,6 +222,7 @@ struct Shared {
 struct Sequencer {
     next_position: u64,
     next_lsn: Lsn,
+    status_counts: StatusCounts,
 }
 
 /// The sled backend. Cheap to share behind an `Arc`.
@@ -206,39 +253,42 @@ impl SledStore {
     /// Opens (or creates) the store; fails if another process holds it.
     pub fn open(config: &SledConfig, sink: Arc<dyn EventSink>) -> Result<Self, StoreError> {
         let db = open_db(config)?;
-        match db.get(SCHEMA_KEY).map_err(backend)? {
-            None => {
-                db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(backend)?;
-                db.flush().map_err(backend)?;
-            }
-            Some(v) => {
-                let found = v
-                    .as_ref()
+        let found = match db.get(SCHEMA_KEY).map_err(backend)? {
+            None => None,
+            Some(v) => Some(
+                v.as_ref()
                     .try_into()
                     .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt("schema version".into()))?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::Backend(format!(
-                        "data dir {} was written by a newer swarmdesk (schema {found}, this build reads up to {SCHEMA_VERSION})",
-                        config.path.display()
-                    )));
-                }
-                if found < 2 {
-                    migrate_v1_headers(&db)?;
-                }
-                if found < SCHEMA_VERSION {
-                    db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                        .map_err(backend)?;
-                    db.flush().map_err(backend)?;
-                    tracing::info!(from = found, to = SCHEMA_VERSION, "store schema upgraded");
-                }
-            }
+                    .map_err(|_| StoreError::Corrupt("schema version".into()))?,
+            ),
+        };
+        if let Some(found) = found.filter(|&f| f > SCHEMA_VERSION) {
+            return Err(StoreError::Backend(format!(
+                "data dir {} was written by a newer swarmdesk (schema {found}, this build reads up to {SCHEMA_VERSION})",
+                config.path.display()
+            )));
+        }
+        if found.is_some_and(|f| f < 2) {
+            migrate_v1_headers(&db)?;
         }
         let log_file = File::open(config.path.join("db")).map_err(|e| {
             StoreError::Backend(format!("cannot open sled's log file for syncing: {e}"))
         })?;
         repair(&db)?;
+        // After repair: the count must include the last commit, whole.
+        if found.is_some_and(|f| f < 3) {
+            migrate_status_counts(&db, last_number(&db, b'e')?)?;
+        }
+        if found != Some(SCHEMA_VERSION) {
+            db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                .map_err(backend)?;
+            db.flush().map_err(backend)?;
+            if let Some(found) = found {
+                tracing::info!(from = found, to = SCHEMA_VERSION, "store schema upgraded");
+            }
+        }
+        let status_counts = StatusCounts::load(&db)?;
+        status_counts.publish();
         let last_position = last_number(&db, b'e')?;
         let last_ticket = last_number(&db, b'h')?;
         let (durable, _) = watch::channel(Durable::default());
@@ -248,6 +298,7 @@ impl SledStore {
             sequencer: Mutex::new(Sequencer {
                 next_position: last_position + 1,
                 next_lsn: 1,
+                status_counts,
             }),
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
@@ -513,8 +564,59 @@ fn repair(tree: &sled::Db) -> Result<(), StoreError> {
         if let Some(tail) = last.tail.as_ref() {
             write_derived(tree, last.ticket, &states, tail, true, true)?;
         }
+        let mut counts = StatusCounts::load(tree)?;
+        if counts.through < last_position {
+            let from = match records.first() {
+                Some((_, first)) => status_before(tree, last.ticket, first.state.version)?,
+                None => None,
+            };
+            if counts.moved(from, last.state.status, last_position) {
+                tree.insert(STATUS_COUNTS_KEY, encode(&counts)?)
+                    .map_err(backend)?;
+            }
+        }
     }
     tree.flush().map_err(backend)?;
+    Ok(())
+}
+
+/// The status of `ticket` before the event that made it `version`.
+fn status_before(
+    tree: &sled::Db,
+    ticket: TicketId,
+    version: u64,
+) -> Result<Option<TicketStatus>, StoreError> {
+    if version <= 1 {
+        return Ok(None);
+    }
+    let Some(position) = tree.get(seq_key(ticket, version - 1)).map_err(backend)? else {
+        return Err(StoreError::Corrupt(format!(
+            "ticket {ticket} has no event for version {}",
+            version - 1
+        )));
+    };
+    let position = u64_at(&position, 0)?;
+    let bytes = tree
+        .get(key(b'e', position))
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::Corrupt(format!("event {position} missing")))?;
+    Ok(Some(decode::<EventRecord>("event", &bytes)?.state.status))
+}
+
+/// Counts every ticket's status once (opening a store from before schema 3).
+fn migrate_status_counts(tree: &sled::Db, through: u64) -> Result<(), StoreError> {
+    let mut counts = StatusCounts {
+        through,
+        counts: BTreeMap::new(),
+    };
+    for item in tree.scan_prefix(b"s/") {
+        let (_, v) = item.map_err(backend)?;
+        let state: TicketState = decode("ticket state", &v)?;
+        *counts.counts.entry(state.status).or_default() += 1;
+    }
+    tree.insert(STATUS_COUNTS_KEY, encode(&counts)?)
+        .map_err(backend)?;
+    tracing::info!(?counts.counts, "tickets counted by status");
     Ok(())
 }
 
@@ -680,9 +782,22 @@ impl Store for SledStore {
                 "a commit needs at least one event".into(),
             ));
         }
-        let was_waiting = stored.is_some_and(|s| s.status == TicketStatus::Open);
+        let was_waiting = stored
+            .as_ref()
+            .is_some_and(|s| s.status == TicketStatus::Open);
         let first = seq.next_position;
         let count = commit.events.len() as u64;
+        let mut status_counts = None;
+        if let Some(last) = commit.events.last() {
+            let mut counts = seq.status_counts.clone();
+            if counts.moved(
+                stored.map(|s| s.status),
+                last.state.status,
+                first + count - 1,
+            ) {
+                status_counts = Some(counts);
+            }
+        }
         let tail = CommitTail {
             experts: commit.experts,
             idempotency_key: commit.idempotency_key,
@@ -707,6 +822,7 @@ impl Store for SledStore {
         // failure leaves nothing behind.
         let header_bytes = commit.header.as_deref().map(encode).transpose()?;
         let event_bytes = records.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        let counts_bytes = status_counts.as_ref().map(encode).transpose()?;
         self.refuse_if_failed()?;
         let write = || -> Result<(), StoreError> {
             if let Some(bytes) = &header_bytes {
@@ -727,7 +843,12 @@ impl Store for SledStore {
                 .last()
                 .and_then(|r| r.tail.as_ref())
                 .ok_or_else(|| StoreError::Backend("a commit needs a tail".into()))?;
-            write_derived(tree, id, &states, tail, was_waiting, false)
+            write_derived(tree, id, &states, tail, was_waiting, false)?;
+            if let Some(bytes) = &counts_bytes {
+                tree.insert(STATUS_COUNTS_KEY, bytes.as_slice())
+                    .map_err(backend)?;
+            }
+            Ok(())
         };
         let started = std::time::Instant::now();
         write().map_err(|e| self.poison(e))?;
@@ -736,6 +857,10 @@ impl Store for SledStore {
             .observe(started.elapsed().as_secs_f64());
         m.events_appended.inc_by(count);
         seq.next_position = first + count;
+        if let Some(counts) = status_counts {
+            counts.publish();
+            seq.status_counts = counts;
+        }
         let events: Vec<Arc<TicketEvent>> = records
             .into_iter()
             .enumerate()
@@ -1180,6 +1305,89 @@ mod tests {
         assert_eq!(store.unowned_tickets().unwrap().len(), 1);
         assert_eq!(store.idempotent("req-9").unwrap(), Some(1));
         assert_eq!(store.ticket_events(id, 0, 10, 10).unwrap().len(), 1);
+    }
+
+    fn move_to(store: &SledStore, id: TicketId, version: u64, to: TicketStatus) -> Receipt {
+        store
+            .commit(Commit {
+                ticket: id,
+                header: None,
+                expected_version: version - 1,
+                events: vec![NewEvent {
+                    at: 2,
+                    actor: "ann".into(),
+                    kind: EventKind::StatusChanged {
+                        from: TicketStatus::Open,
+                        to,
+                        note: String::new(),
+                    },
+                    state: state(version, to),
+                }],
+                experts: vec![],
+                idempotency_key: None,
+            })
+            .unwrap()
+    }
+
+    fn counts(store: &SledStore) -> Vec<(TicketStatus, u64)> {
+        lock(&store.shared.sequencer)
+            .status_counts
+            .counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (*s, *n))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn status_counts_follow_commits_restarts_repair_and_migration() {
+        use TicketStatus::*;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Collect::default());
+        let open = || SledStore::open(&SledConfig::new(dir.path()), sink.clone()).unwrap();
+        let store = open();
+        let ids: Vec<TicketId> = (0..3)
+            .map(|_| create(&store, None).events[0].ticket_id())
+            .collect();
+        assert_eq!(counts(&store), [(Open, 3)]);
+        move_to(&store, ids[0], 2, Assigned);
+        move_to(&store, ids[1], 2, Assigned);
+        let r = move_to(&store, ids[1], 3, Resolved);
+        store.wait_durable(r.lsn).await.unwrap();
+        let expected = [(Open, 1), (Assigned, 1), (Resolved, 1)];
+        assert_eq!(counts(&store), expected);
+        store.close().unwrap();
+        drop(store);
+
+        let store = open();
+        assert_eq!(counts(&store), expected, "after a restart");
+        // A crash after the commit point, before the counts were written.
+        let before = store.shared.tree.get(STATUS_COUNTS_KEY).unwrap().unwrap();
+        let r = move_to(&store, ids[2], 2, Closed);
+        store.wait_durable(r.lsn).await.unwrap();
+        store.shared.tree.insert(STATUS_COUNTS_KEY, before).unwrap();
+        store.close().unwrap();
+        drop(store);
+
+        let store = open();
+        let expected = [(Assigned, 1), (Resolved, 1), (Closed, 1)];
+        assert_eq!(counts(&store), expected, "repair counts the last commit");
+        store.close().unwrap();
+        drop(store);
+        let store = open();
+        assert_eq!(counts(&store), expected, "and only once");
+
+        // A schema 2 store has no counts: they are made on open.
+        store.shared.tree.remove(STATUS_COUNTS_KEY).unwrap();
+        store
+            .shared
+            .tree
+            .insert(SCHEMA_KEY, &2u32.to_be_bytes())
+            .unwrap();
+        store.close().unwrap();
+        drop(store);
+        let store = open();
+        assert_eq!(counts(&store), expected, "after migration");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
