@@ -266,32 +266,7 @@ impl TokenRegistry {
         }
         check_short_text("label", label)?;
         let text = token_text(random()?);
-        let record = TokenRecord {
-            id: TokenId::from_random(random()?),
-            label: label.to_owned(),
-            grant,
-            secret_hash: hash_presented(&text)?,
-            created_at: now_micros(),
-            last_used_at: None,
-            revoked_at: None,
-        };
-        let lsn = {
-            let mut records = self.records();
-            let lsn = self.store.put_token(&record)?;
-            records.insert(record.id.clone(), record.clone());
-            lsn
-        };
-        self.store.wait_durable(lsn).await?;
-        // Usable only once durable: a token that worked must survive a crash.
-        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(
-            record.secret_hash,
-            Arc::new(Caller::new(
-                record.principal(),
-                None,
-                &self.limits,
-                &self.shutdown,
-            )),
-        );
+        let record = self.add(&text, label.to_owned(), grant).await?;
         tracing::info!(token_id = %record.id, label = %record.label, grant = %record.grant, "token created");
         Ok((record, text))
     }
@@ -371,28 +346,14 @@ impl TokenRegistry {
         Ok(())
     }
 
-    /// On a data dir with no live admin token, creates one and writes it to
-    /// `<data_dir>/admin.token` (mode 0600). Returns the file's path when
-    /// it did. The file is written before the token is stored: a crash in
-    /// between leaves a file whose token is unknown, and the next start
-    /// replaces it, rather than a stored admin token nobody can read.
-    pub async fn ensure_admin(&self, data_dir: &Path) -> Result<Option<PathBuf>, DeskError> {
-        let has_admin = self
-            .records()
-            .values()
-            .any(|r| r.grant == Grant::Admin && r.revoked_at.is_none());
-        if has_admin {
-            return Ok(None);
-        }
-        let text = token_text(random()?);
-        let path = data_dir.join(ADMIN_TOKEN_FILE);
-        write_secret_file(&path, &text)
-            .map_err(|e| DeskError::Storage(format!("cannot write {}: {e}", path.display())))?;
+    /// Stores a new token whose secret is `text`, and makes it usable once
+    /// durable: a token that worked must survive a crash.
+    async fn add(&self, text: &str, label: String, grant: Grant) -> Result<TokenRecord, DeskError> {
         let record = TokenRecord {
             id: TokenId::from_random(random()?),
-            label: "first admin (admin.token)".into(),
-            grant: Grant::Admin,
-            secret_hash: hash_presented(&text)?,
+            label,
+            grant,
+            secret_hash: hash_presented(text)?,
             created_at: now_micros(),
             last_used_at: None,
             revoked_at: None,
@@ -413,6 +374,28 @@ impl TokenRegistry {
                 &self.shutdown,
             )),
         );
+        Ok(record)
+    }
+
+    /// On a data dir with no live admin token, creates one and writes it to
+    /// `<data_dir>/admin.token` (mode 0600). Returns the file's path when
+    /// it did. The file is written before the token is stored: a crash in
+    /// between leaves a file whose token is unknown, and the next start
+    /// replaces it, rather than a stored admin token nobody can read.
+    pub async fn ensure_admin(&self, data_dir: &Path) -> Result<Option<PathBuf>, DeskError> {
+        let has_admin = self
+            .records()
+            .values()
+            .any(|r| r.grant == Grant::Admin && r.revoked_at.is_none());
+        if has_admin {
+            return Ok(None);
+        }
+        let text = token_text(random()?);
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        write_secret_file(&path, &text)
+            .map_err(|e| DeskError::Storage(format!("cannot write {}: {e}", path.display())))?;
+        self.add(&text, "first admin (admin.token)".into(), Grant::Admin)
+            .await?;
         Ok(Some(path))
     }
 }

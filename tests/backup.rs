@@ -7,24 +7,6 @@ use common::*;
 use swarmdesk::rpc::pb;
 use swarmdesk::server::ServerConfig;
 
-async fn run_cli(args: Vec<String>, token: Option<String>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new(binary());
-        command.args(&args).env_remove("SWARMDESK_TOKEN");
-        if let Some(token) = token {
-            command.env("SWARMDESK_TOKEN", token);
-        }
-        let out = command.output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
 async fn backup(server: &TestServer, file: &std::path::Path) -> (bool, String, String) {
     let url = format!("http://{}", server.addr);
     let args = vec![

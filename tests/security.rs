@@ -989,27 +989,6 @@ async fn token_secrets_never_appear_in_the_log() {
     assert_eq!(leaked, Vec::<String>::new());
 }
 
-async fn cli(args: Vec<String>, env_token: Option<String>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new(binary());
-        command
-            .args(&args)
-            .env_remove("SWARMDESK_TOKEN")
-            .env_remove("SWARMDESK_DATA_DIR");
-        if let Some(token) = env_token {
-            command.env("SWARMDESK_TOKEN", token);
-        }
-        let out = command.output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_start_writes_an_admin_token_only_its_owner_can_read() {
     use std::os::unix::fs::PermissionsExt;
@@ -1068,7 +1047,7 @@ async fn the_cli_manages_tokens_with_the_admin_token_file_or_a_given_token() {
         args
     };
     // No --token, no SWARMDESK_TOKEN: <data-dir>/admin.token is used.
-    let (ok, stdout, stderr) = cli(
+    let (ok, stdout, stderr) = run_cli(
         args(&[
             "token",
             "create",
@@ -1098,7 +1077,7 @@ async fn the_cli_manages_tokens_with_the_admin_token_file_or_a_given_token() {
         .await
         .is_ok());
 
-    let (ok, stdout, stderr) = cli(args(&["token", "list"]), None).await;
+    let (ok, stdout, stderr) = run_cli(args(&["token", "list"]), None).await;
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("ann laptop") && stdout.contains(&id),
@@ -1107,7 +1086,7 @@ async fn the_cli_manages_tokens_with_the_admin_token_file_or_a_given_token() {
     assert!(!stdout.contains(&secret[5..]), "list never shows a secret");
 
     // A given token wins over the file: ann's may not list tokens...
-    let (ok, _, stderr) = cli(args(&["token", "list"]), Some(secret.clone())).await;
+    let (ok, _, stderr) = run_cli(args(&["token", "list"]), Some(secret.clone())).await;
     assert!(!ok);
     assert!(
         stderr.contains("PermissionDenied") || stderr.contains("may not"),
@@ -1115,10 +1094,10 @@ async fn the_cli_manages_tokens_with_the_admin_token_file_or_a_given_token() {
     );
     // ...and --token wins over SWARMDESK_TOKEN.
     let with_flag = args(&["token", "list", "--token", &server.admin_token]);
-    let (ok, _, stderr) = cli(with_flag, Some(secret.clone())).await;
+    let (ok, _, stderr) = run_cli(with_flag, Some(secret.clone())).await;
     assert!(ok, "{stderr}");
 
-    let (ok, stdout, stderr) = cli(args(&["token", "revoke", &id]), None).await;
+    let (ok, stdout, stderr) = run_cli(args(&["token", "revoke", &id]), None).await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("revoked="), "{stdout}");
     let refused = ann
@@ -1141,7 +1120,7 @@ fn subscribe_as(expert: &str) -> pb::SubscribeRequest {
 async fn auth_off_serves_loopback_only() {
     let dir = tempfile::tempdir().unwrap();
     let port = process::free_port().port();
-    let (ok, _, stderr) = cli(
+    let (ok, _, stderr) = run_cli(
         vec![
             "serve".into(),
             "--auth".into(),

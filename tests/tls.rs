@@ -189,35 +189,21 @@ async fn the_cli_speaks_tls_with_ca_and_client_certificate_flags() {
     let url = fixture.url.clone();
     let token = fixture.server.admin_token.clone();
     let ca = fixture.ca.ca.clone();
-    let run = move |with_cert: bool| {
-        let (url, token, ca, cert, key) = (
-            url.clone(),
-            token.clone(),
-            ca.clone(),
-            cert.clone(),
-            key.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let mut command = std::process::Command::new(binary());
-            command
-                .args(["token", "list", "--server", &url, "--ca"])
-                .arg(&ca)
-                .env("SWARMDESK_TOKEN", &token);
-            if with_cert {
-                command.arg("--cert").arg(&cert).arg("--key").arg(&key);
-            }
-            let out = command.output().unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
+    let run = |with_cert: bool| {
+        let mut args: Vec<String> = vec!["token".into(), "list".into(), "--server".into()];
+        args.push(url.clone());
+        args.push("--ca".into());
+        args.push(ca.display().to_string());
+        if with_cert {
+            args.extend(["--cert".into(), cert.display().to_string()]);
+            args.extend(["--key".into(), key.display().to_string()]);
+        }
+        run_cli(args, Some(token.clone()))
     };
-    let (ok, stdout, stderr) = run(true).await.unwrap();
+    let (ok, stdout, stderr) = run(true).await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("first admin"), "{stdout}");
-    let (ok, _, stderr) = run(false).await.unwrap();
+    let (ok, _, stderr) = run(false).await;
     assert!(!ok, "mutual TLS without a client certificate must fail");
     assert!(!stderr.is_empty());
     drop(fixture.server.stop().await);

@@ -142,6 +142,33 @@ pub enum Operation {
     ManageTokens,
 }
 
+impl Operation {
+    pub const ALL: [Operation; 19] = {
+        use Operation::*;
+        [
+            CreateTicket,
+            GetTicket,
+            ListTickets,
+            WatchTicket,
+            PostMessage,
+            ClaimTicket,
+            TransferTicket,
+            ReleaseTicket,
+            JoinSwarm,
+            LeaveSwarm,
+            RequestHelp,
+            UpdateStatus,
+            RegisterExpert,
+            GetExpert,
+            ListExperts,
+            Subscribe,
+            SetPresence,
+            Backup,
+            ManageTokens,
+        ]
+    };
+}
+
 /// The caller of an RPC, as its token says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -419,27 +446,7 @@ mod tests {
         let supervisor = principal(Grant::Supervisor);
         let ann = principal(Grant::Expert(expert("ann")));
         let relay = principal(Grant::Bot(bot("chat")));
-        let all = [
-            CreateTicket,
-            GetTicket,
-            ListTickets,
-            WatchTicket,
-            PostMessage,
-            ClaimTicket,
-            TransferTicket,
-            ReleaseTicket,
-            JoinSwarm,
-            LeaveSwarm,
-            RequestHelp,
-            UpdateStatus,
-            RegisterExpert,
-            GetExpert,
-            ListExperts,
-            Subscribe,
-            SetPresence,
-            Backup,
-            ManageTokens,
-        ];
+        let all = Operation::ALL;
         for op in all {
             assert!(admin.require(op).is_ok(), "admin {op:?}");
         }

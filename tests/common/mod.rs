@@ -382,3 +382,28 @@ pub fn summary(e: &pb::SwarmEvent) -> (String, pb::SwarmEventReason, pb::TicketE
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_swarmdesk"))
 }
+
+/// Runs the swarmdesk binary (off the async workers, so an in-process
+/// server keeps running) with `args` and, if given, SWARMDESK_TOKEN; no
+/// other SWARMDESK_TOKEN or SWARMDESK_DATA_DIR leaks in from the test's
+/// environment. Returns (success, stdout, stderr).
+pub async fn run_cli(args: Vec<String>, token: Option<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(binary());
+        command
+            .args(&args)
+            .env_remove("SWARMDESK_TOKEN")
+            .env_remove("SWARMDESK_DATA_DIR");
+        if let Some(token) = token {
+            command.env("SWARMDESK_TOKEN", token);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
