@@ -41,8 +41,8 @@ pub struct AuthLimits {
 impl Default for AuthLimits {
     fn default() -> Self {
         AuthLimits {
-            requests_per_second: NonZeroU32::new(2000).expect("non-zero"),
-            request_burst: NonZeroU32::new(4000).expect("non-zero"),
+            requests_per_second: NonZeroU32::new(20_000).expect("non-zero"),
+            request_burst: NonZeroU32::new(40_000).expect("non-zero"),
             streams_per_principal: 16,
             max_streams: 20_000,
         }

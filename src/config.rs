@@ -93,10 +93,10 @@ pub struct Settings {
     pub tls_client_ca: Option<PathBuf>,
     /// Sustained calls per second per token (a token bucket); over it,
     /// RESOURCE_EXHAUSTED with a retry delay.
-    #[arg(long, env = "SWARMDESK_RATE_LIMIT", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SWARMDESK_RATE_LIMIT", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
     /// Calls a token may make in a burst above the sustained rate.
-    #[arg(long, env = "SWARMDESK_RATE_BURST", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SWARMDESK_RATE_BURST", default_value_t = 40_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_burst: u32,
     /// Open streams per token.
     #[arg(long, env = "SWARMDESK_MAX_STREAMS_PER_TOKEN", default_value_t = 16)]
