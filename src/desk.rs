@@ -254,10 +254,6 @@ impl Desk {
         self.inner.shutdown.cancel();
     }
 
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.inner.shutdown.clone()
-    }
-
     fn lock(&self) -> MutexGuard<'_, RoutingState> {
         // Every change under this lock is applied to the store before the
         // cached state; a panic can at worst leave the cache one write
