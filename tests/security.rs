@@ -761,13 +761,7 @@ async fn revoking_a_token_ends_its_streams_at_once() {
         .into_inner();
     next(&mut watch).await;
 
-    let revoked = server
-        .admin
-        .clone()
-        .revoke_token(pb::RevokeTokenRequest { id: ann_id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let revoked = server.revoke(&ann_id).await;
     assert!(revoked.revoked_at.is_some());
 
     // The live stream ends with UNAUTHENTICATED (after anything already queued).
@@ -862,12 +856,7 @@ fn raw_auth_client(
 async fn missing_malformed_unknown_and_revoked_tokens_are_refused() {
     let server = spawn_server().await;
     let (revoked_id, revoked) = server.new_token(pb::Role::Supervisor, "", "").await;
-    server
-        .admin
-        .clone()
-        .revoke_token(pb::RevokeTokenRequest { id: revoked_id })
-        .await
-        .unwrap();
+    server.revoke(&revoked_id).await;
     let hex = "0123456789abcdef".repeat(4);
     let unknown = format!("swd1_{hex}");
     let admin_hex = &server.admin_token["swd1_".len()..];
@@ -1016,12 +1005,7 @@ async fn the_first_start_writes_an_admin_token_only_its_owner_can_read() {
     // With every admin token revoked, the next start makes a new one, so
     // the desk cannot be locked out of for good.
     let id = tokens[0].id.clone();
-    server
-        .admin
-        .clone()
-        .revoke_token(pb::RevokeTokenRequest { id })
-        .await
-        .unwrap();
+    server.revoke(&id).await;
     let server = server.restart().await;
     let second = std::fs::read_to_string(&file).unwrap();
     assert_ne!(second, first);

@@ -183,6 +183,16 @@ impl TestServer {
         self.new_token(role, expert, bot).await.1
     }
 
+    /// Revokes a token (as the admin); returns its record.
+    pub async fn revoke(&self, id: &str) -> pb::Token {
+        self.admin
+            .clone()
+            .revoke_token(pb::RevokeTokenRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Creates a token (as the admin) and returns its id and secret.
     pub async fn new_token(&self, role: pb::Role, expert: &str, bot: &str) -> (String, String) {
         let created = self
