@@ -10,9 +10,9 @@
 //! ownership change is also a compare-and-swap on the stored version, which
 //! is what will keep the single-owner rule across nodes.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -21,12 +21,14 @@ use crate::domain::lifecycle::{self, Author, Move};
 use crate::domain::routing::{self, PendingQueue, PendingTicket};
 use crate::domain::{
     check_short_text, check_skill_list, check_text, BotName, ContactChannel, DeskError, EventKind,
-    Expert, ExpertId, Presence, Priority, Skill, SkillRequirement, Tag, Ticket, TicketEvent,
-    TicketHeader, TicketId, TicketKind, TicketState, TicketStatus, Viewer, Visibility,
-    DEFAULT_CAPACITY, MAX_BODY_BYTES, MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES, MAX_TITLE_CHARS,
+    Expert, ExpertId, NamedSwarm, Presence, Priority, Skill, SkillRequirement, SlaPolicies,
+    SlaTarget, Tag, Ticket, TicketEvent, TicketHeader, TicketId, TicketKind, TicketState,
+    TicketStatus, UnixMicros, VendorRef, Viewer, Visibility, DEFAULT_CAPACITY, MAX_BODY_BYTES,
+    MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES, MAX_TITLE_CHARS,
 };
 use crate::hub::{Filter, Hub, Start, Subscription};
 use crate::store::{Commit, Lsn, NewEvent, Receipt, Store, StoreError};
+use crate::timers::{Clock, SystemClock, Timers};
 
 /// Most tickets one ListTickets call examines, so a rare filter over a big
 /// store answers with a short page and a token instead of scanning it all.
@@ -53,10 +55,43 @@ fn request_key(operation: &str, bot: Option<&BotName>, request_id: &str) -> Stri
     }
 }
 
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+/// What the desk runs by besides its store.
+#[derive(Clone, Debug)]
+pub struct DeskOptions {
+    /// Service levels per priority.
+    pub sla: SlaPolicies,
+    /// How long the owner of an active P1 or P2 ticket may be offline
+    /// before the ticket goes back to routing.
+    pub owner_grace: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for DeskOptions {
+    fn default() -> Self {
+        DeskOptions {
+            sla: SlaPolicies::default(),
+            owner_grace: Duration::from_secs(600),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Something the desk must look at again at a given time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Deadline {
+    /// The earliest pending service-level deadline of a ticket.
+    Sla(TicketId),
+    /// An owner of urgent tickets who is offline: their grace runs out.
+    OwnerAway(ExpertId),
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Whether losing its owner's presence costs a ticket its owner.
+fn is_urgent(priority: Priority) -> bool {
+    priority <= Priority::P2
 }
 
 /// A ticket as CreateTicket asks for it, already parsed into domain types.
@@ -124,6 +159,8 @@ pub struct TicketQuery {
     pub tag: Option<Tag>,
     /// Only tickets this bot created (what a bot's listing is limited to).
     pub created_by: Option<BotName>,
+    /// Tickets whose (latest) vendor has this name.
+    pub vendor: Option<String>,
     pub page_size: usize,
     /// The first ticket id to examine.
     pub from: Option<TicketId>,
@@ -145,11 +182,35 @@ struct RoutingState {
     pending: PendingQueue,
     /// Stamped on an expert when they become an owner: fairness by wait.
     assignment_seq: u64,
+    /// When each expert's last stream closed (experts offline since the
+    /// desk opened are not listed).
+    offline_since: HashMap<ExpertId, UnixMicros>,
+    /// Active P1 and P2 tickets by owner: what an owner's absence risks.
+    urgent: HashMap<ExpertId, BTreeSet<TicketId>>,
 }
 
 impl RoutingState {
     fn is_online(&self, id: &ExpertId) -> bool {
         self.online.get(id).is_some_and(|n| *n > 0)
+    }
+
+    /// Keeps the urgent-ticket index in step with a ticket's change of
+    /// owner or status.
+    fn follow_owner(&mut self, before: Option<&ExpertId>, ticket: &Ticket) {
+        let id = ticket.id();
+        if let Some(owner) = before {
+            if let Some(set) = self.urgent.get_mut(owner) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.urgent.remove(owner);
+                }
+            }
+        }
+        if let Some(owner) = &ticket.state.owner {
+            if is_urgent(ticket.header.priority) && ticket.state.status.is_active() {
+                self.urgent.entry(owner.clone()).or_default().insert(id);
+            }
+        }
     }
 
     /// Whom routing would pick now for these requirements.
@@ -176,6 +237,19 @@ struct Inner {
     routing: Mutex<RoutingState>,
     shutdown: CancellationToken,
     tokens: TokenRegistry,
+    options: DeskOptions,
+    timers: Arc<Timers<Deadline>>,
+    /// Experts not seen online since the desk opened count as offline from here.
+    opened_at: UnixMicros,
+}
+
+/// Sets a ticket's service-level timer to its earliest pending deadline.
+fn follow_clocks(timers: &Timers<Deadline>, ticket: &Ticket) {
+    let key = Deadline::Sla(ticket.id());
+    match ticket.state.sla.pending().map(|(_, due)| due).min() {
+        Some(due) => timers.set(key, due),
+        None => timers.cancel(&key),
+    }
 }
 
 /// The swarmdesk service. Cheap to clone; every clone is the same desk.
@@ -202,30 +276,51 @@ impl Written {
 impl Desk {
     /// Loads the routing state (every expert, the tickets waiting for an
     /// owner: not every ticket ever) from an open store.
-    pub fn open(store: Arc<dyn Store>, hub: Hub, limits: AuthLimits) -> Result<Self, DeskError> {
+    /// Every deadline of the live tickets is set again: one that passed
+    /// while the server was down fires once the timers run.
+    pub fn open(
+        store: Arc<dyn Store>,
+        hub: Hub,
+        limits: AuthLimits,
+        options: DeskOptions,
+    ) -> Result<Self, DeskError> {
         let shutdown = CancellationToken::new();
         let tokens = TokenRegistry::open(store.clone(), limits, shutdown.clone())?;
+        let timers = Arc::new(Timers::default());
+        let opened_at = options.clock.now_micros();
         let mut state = RoutingState::default();
         for expert in store.experts()? {
             state.assignment_seq = state.assignment_seq.max(expert.last_assigned_seq);
             state.experts.insert(expert.id.clone(), expert);
         }
-        for ticket in store.unowned_tickets()? {
-            state.pending.insert(
-                ticket.id(),
-                ticket.header.priority,
-                PendingTicket {
-                    skills: ticket.header.skills.clone(),
-                    declined: ticket.state.declined.clone(),
-                },
-            );
+        let mut live = 0usize;
+        for ticket in store.live_tickets()? {
+            live += 1;
+            if ticket.state.status == TicketStatus::Open {
+                state.pending.insert(
+                    ticket.id(),
+                    ticket.header.priority,
+                    PendingTicket {
+                        skills: ticket.header.skills.clone(),
+                        declined: ticket.state.declined.clone(),
+                    },
+                );
+            }
+            follow_clocks(&timers, &ticket);
+            state.follow_owner(None, &ticket);
+        }
+        let grace = micros(options.owner_grace);
+        for owner in state.urgent.keys() {
+            timers.set(Deadline::OwnerAway(owner.clone()), opened_at + grace);
         }
         crate::metrics::metrics()
             .tickets_waiting
             .set(state.pending.len() as i64);
         tracing::info!(
             experts = state.experts.len(),
+            live_tickets = live,
             waiting_tickets = state.pending.len(),
+            deadlines = timers.len(),
             last_position = store.last_position(),
             "desk loaded"
         );
@@ -237,8 +332,160 @@ impl Desk {
                 routing: Mutex::new(state),
                 shutdown,
                 tokens,
+                options,
+                timers,
+                opened_at,
             }),
         })
+    }
+
+    fn now(&self) -> UnixMicros {
+        self.inner.options.clock.now_micros()
+    }
+
+    /// Runs the deadlines (service levels, owners' grace) until `stop`.
+    /// The task holds the desk weakly: dropping every desk ends it too.
+    pub fn start_timers(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let timers = self.inner.timers.clone();
+        let clock = self.inner.options.clock.clone();
+        tokio::spawn(async move {
+            timers
+                .run(clock.as_ref(), &stop, |due| {
+                    if let Some(inner) = weak.upgrade() {
+                        Desk { inner }.fire(due);
+                    }
+                })
+                .await;
+        })
+    }
+
+    /// Acts on deadlines that came due; one that fails is tried again a
+    /// second later (what it would change is re-checked then).
+    fn fire(&self, due: Vec<Deadline>) {
+        for deadline in due {
+            let done = match &deadline {
+                Deadline::Sla(id) => self.fire_sla(*id),
+                Deadline::OwnerAway(expert) => self.fire_owner_away(expert),
+            };
+            if let Err(e) = done {
+                tracing::warn!(?deadline, error = %e, "deadline could not be acted on; retrying");
+                self.inner.timers.set(deadline, self.now() + 1_000_000);
+            }
+        }
+    }
+
+    /// Records every breached target of one ticket, in one commit.
+    fn fire_sla(&self, id: TicketId) -> Result<(), DeskError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        let now = self.now();
+        let ticket = self.load_ticket(id)?;
+        let mut current = ticket.clone();
+        let mut moves = Vec::new();
+        for target in SlaTarget::ALL {
+            if let Some(m) = lifecycle::breach(&current, *target, now) {
+                tracing::warn!(ticket = %id, target = %target, "service level breached");
+                current.state = m.state.clone();
+                moves.push(m);
+            }
+        }
+        if moves.is_empty() {
+            follow_clocks(&self.inner.timers, &ticket);
+            return Ok(());
+        }
+        self.commit_moves(&mut state, &ticket, None, moves, "sla", None)?;
+        Ok(())
+    }
+
+    /// Takes the active P1 and P2 tickets of an owner whose grace ran out
+    /// back to routing.
+    fn fire_owner_away(&self, expert: &ExpertId) -> Result<(), DeskError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        if state.is_online(expert) {
+            return Ok(());
+        }
+        let now = self.now();
+        let grace = self.inner.options.owner_grace;
+        let since = state
+            .offline_since
+            .get(expert)
+            .copied()
+            .unwrap_or(self.inner.opened_at);
+        if since + micros(grace) > now {
+            self.inner
+                .timers
+                .set(Deadline::OwnerAway(expert.clone()), since + micros(grace));
+            return Ok(());
+        }
+        let owned: Vec<TicketId> = state
+            .urgent
+            .get(expert)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        let reason = format!(
+            "offline for more than {}",
+            humantime::format_duration(grace)
+        );
+        for id in owned {
+            let ticket = self.load_ticket(id)?;
+            self.take_from_owner(&mut state, &ticket, &reason, now)?;
+        }
+        Ok(())
+    }
+
+    /// Records that `ticket` lost its owner and routes it again.
+    fn take_from_owner(
+        &self,
+        state: &mut RoutingState,
+        ticket: &Ticket,
+        reason: &str,
+        now: UnixMicros,
+    ) -> Result<(Ticket, Written), DeskError> {
+        let change = lifecycle::owner_lost(ticket, reason, now)?;
+        let (receipt, mut written) =
+            self.commit_moves(state, ticket, None, vec![change], "routing", None)?;
+        let lost = receipt
+            .events
+            .last()
+            .map(|e| e.ticket.clone())
+            .ok_or_else(|| DeskError::Storage("an owner loss with no event".into()))?;
+        tracing::warn!(ticket = %ticket.id(), owner = ?ticket.state.owner.as_ref().map(ExpertId::as_str), reason, "owner lost");
+        let routed = self.route_ticket(state, &lost, None)?;
+        let after = if routed.lsn > 0 {
+            self.load_ticket(ticket.id())?
+        } else {
+            lost
+        };
+        written.add(routed);
+        Ok((after, written))
+    }
+
+    /// Called when an expert's last stream closes.
+    fn went_offline(&self, state: &mut RoutingState, expert: &ExpertId) {
+        let now = self.now();
+        state.offline_since.insert(expert.clone(), now);
+        if state.urgent.contains_key(expert) {
+            self.watch_absence(state, expert);
+        }
+    }
+
+    /// Sets the grace timer of an offline owner of urgent tickets.
+    fn watch_absence(&self, state: &RoutingState, expert: &ExpertId) {
+        let since = state
+            .offline_since
+            .get(expert)
+            .copied()
+            .unwrap_or(self.inner.opened_at);
+        let at = since + micros(self.inner.options.owner_grace);
+        self.inner
+            .timers
+            .set(Deadline::OwnerAway(expert.clone()), at);
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -292,10 +539,17 @@ impl Desk {
         state: &mut RoutingState,
         ticket: &Ticket,
         header: Option<Arc<TicketHeader>>,
-        moves: Vec<Move>,
+        mut moves: Vec<Move>,
         actor: &str,
         idempotency_key: Option<String>,
     ) -> Result<(Receipt, Written), DeskError> {
+        let at = self.now();
+        let policy = self.inner.options.sla.for_priority(ticket.header.priority);
+        let mut previous = &ticket.state;
+        for m in &mut moves {
+            policy.track(previous, &mut m.state, at);
+            previous = &m.state;
+        }
         let before = &ticket.state;
         let after = moves
             .last()
@@ -316,7 +570,6 @@ impl Desk {
             expert.version += 1;
             experts.push(expert);
         }
-        let at = now_micros();
         let commit = Commit {
             ticket: ticket.id(),
             header,
@@ -349,6 +602,15 @@ impl Desk {
         } else {
             state.pending.remove(ticket.id());
         }
+        if let Some(last) = receipt.events.last() {
+            follow_clocks(&self.inner.timers, &last.ticket);
+            state.follow_owner(before.owner.as_ref(), &last.ticket);
+            if let Some(owner) = &last.ticket.state.owner {
+                if !state.is_online(owner) && state.urgent.contains_key(owner) {
+                    self.watch_absence(state, owner);
+                }
+            }
+        }
         record_routing(&receipt.events);
         crate::metrics::metrics()
             .tickets_waiting
@@ -380,7 +642,7 @@ impl Desk {
                 return Ok(written);
             };
             let ticket = self.load_ticket(id)?;
-            let change = lifecycle::assign(&ticket, expert, now_micros())?;
+            let change = lifecycle::assign(&ticket, expert, self.now())?;
             let (receipt, w) =
                 self.commit_moves(state, &ticket, None, vec![change], "routing", None)?;
             tracing::info!(ticket = %id, owner = %expert, position = receipt.events[0].position, "waiting ticket assigned");
@@ -388,16 +650,20 @@ impl Desk {
         }
     }
 
-    /// Routes one unowned ticket to the best eligible expert, if any.
+    /// Routes one unowned ticket to the best eligible expert, if any, other
+    /// than those who declined it and `skip` (who just let go of it).
     fn route_ticket(
         &self,
         state: &mut RoutingState,
         ticket: &Ticket,
+        skip: Option<&ExpertId>,
     ) -> Result<Written, DeskError> {
-        let Some(owner) = state.best_owner(&ticket.header.skills, &ticket.state.declined) else {
+        let mut passed_over = ticket.state.declined.clone();
+        passed_over.extend(skip.cloned());
+        let Some(owner) = state.best_owner(&ticket.header.skills, &passed_over) else {
             return Ok(Written::default());
         };
-        let change = lifecycle::assign(ticket, &owner, now_micros())?;
+        let change = lifecycle::assign(ticket, &owner, self.now())?;
         let (_, written) = self.commit_moves(state, ticket, None, vec![change], "routing", None)?;
         Ok(written)
     }
@@ -437,7 +703,7 @@ impl Desk {
                 )
             } else {
                 let id = self.inner.store.allocate_ticket_id()?;
-                let now = now_micros();
+                let now = self.now();
                 let header = Arc::new(TicketHeader {
                     id,
                     title: new.title,
@@ -451,15 +717,20 @@ impl Desk {
                     created_by: new.created_by,
                 });
                 let owner = state.best_owner(&header.skills, &[]);
+                let policy = self.inner.options.sla.for_priority(header.priority);
                 let blank = Ticket {
                     header: header.clone(),
-                    state: TicketState::blank(now),
+                    state: TicketState::blank(now, policy.fresh_clocks()),
                 };
                 let mut first = blank.state.clone();
                 first.version = 1;
                 if let Some(owner) = &owner {
                     first.status = TicketStatus::Assigned;
                     first.owner = Some(owner.clone());
+                    first.owned_since = Some(now);
+                }
+                if header.priority == Priority::P1 {
+                    first.escalated.push(NamedSwarm::Sev1.tag());
                 }
                 let change = Move {
                     state: first,
@@ -530,7 +801,14 @@ impl Desk {
                     && query
                         .created_by
                         .as_ref()
-                        .is_none_or(|b| ticket.header.created_by.as_ref() == Some(b));
+                        .is_none_or(|b| ticket.header.created_by.as_ref() == Some(b))
+                    && query.vendor.as_ref().is_none_or(|name| {
+                        ticket
+                            .state
+                            .vendor
+                            .as_ref()
+                            .is_some_and(|v| &v.name == name)
+                    });
                 if matches {
                     tickets.push(ticket.clone());
                 }
@@ -584,19 +862,38 @@ impl Desk {
                         actor,
                         idempotency_key,
                     )?;
-                    let after = receipt
-                        .events
-                        .last()
-                        .map(|e| e.ticket.clone())
-                        .unwrap_or(ticket);
-                    // A ticket that became unowned goes to the next best expert.
-                    let mut after = after;
+                    let last = receipt.events.last();
+                    let mut after = last.map(|e| e.ticket.clone()).unwrap_or(ticket);
+                    let reopened = receipt.events.iter().any(|e| {
+                        matches!(
+                            e.kind,
+                            EventKind::StatusChanged {
+                                from: TicketStatus::Resolved,
+                                ..
+                            }
+                        )
+                    });
+                    let away_owner = after
+                        .state
+                        .owner
+                        .as_ref()
+                        .filter(|o| !state.is_online(o) && o.as_str() != actor)
+                        .cloned();
                     if after.state.status == TicketStatus::Open {
-                        let routed = self.route_ticket(&mut state, &after)?;
+                        // Unowned now: the next best expert, not the one who let go.
+                        let skip = last.and_then(|e| e.departed());
+                        let routed = self.route_ticket(&mut state, &after, skip)?;
                         if routed.lsn > 0 {
                             after = self.load_ticket(id)?;
                         }
                         written.add(routed);
+                    } else if let (true, Some(_)) = (reopened, away_owner) {
+                        // Reopened while its owner is away: someone present takes it.
+                        let reason = "offline when the ticket was reopened";
+                        let (routed, w) =
+                            self.take_from_owner(&mut state, &after, reason, self.now())?;
+                        after = routed;
+                        written.add(w);
                     }
                     self.route_freed(&mut state, &mut written)?;
                     (after, receipt.events, written.lsn)
@@ -608,7 +905,7 @@ impl Desk {
     }
 
     pub async fn claim(&self, id: TicketId, expert: &ExpertId) -> Result<Ticket, DeskError> {
-        let now = now_micros();
+        let now = self.now();
         let (ticket, _) = self
             .change_ticket(id, expert.as_str(), None, |state, ticket| {
                 let candidate = state.expert(expert)?;
@@ -624,7 +921,7 @@ impl Desk {
         from: &ExpertId,
         to: &ExpertId,
     ) -> Result<Ticket, DeskError> {
-        let now = now_micros();
+        let now = self.now();
         let (ticket, _) = self
             .change_ticket(id, from.as_str(), None, |state, ticket| {
                 state.expert(from)?;
@@ -636,7 +933,7 @@ impl Desk {
     }
 
     pub async fn release(&self, id: TicketId, expert: &ExpertId) -> Result<Ticket, DeskError> {
-        let now = now_micros();
+        let now = self.now();
         let (ticket, _) = self
             .change_ticket(id, expert.as_str(), None, |state, ticket| {
                 state.expert(expert)?;
@@ -647,7 +944,7 @@ impl Desk {
     }
 
     pub async fn join(&self, id: TicketId, expert: &ExpertId) -> Result<Ticket, DeskError> {
-        let now = now_micros();
+        let now = self.now();
         let (ticket, _) = self
             .change_ticket(id, expert.as_str(), None, |state, ticket| {
                 state.expert(expert)?;
@@ -658,7 +955,7 @@ impl Desk {
     }
 
     pub async fn leave(&self, id: TicketId, expert: &ExpertId) -> Result<Ticket, DeskError> {
-        let now = now_micros();
+        let now = self.now();
         let (ticket, _) = self
             .change_ticket(id, expert.as_str(), None, |state, ticket| {
                 state.expert(expert)?;
@@ -677,7 +974,7 @@ impl Desk {
     ) -> Result<Ticket, DeskError> {
         check_skill_list("skills", skills.iter().map(|s| &s.tag))?;
         check_text("note", &note, MAX_NOTE_BYTES)?;
-        let now = now_micros();
+        let now = self.now();
         let (ticket, _) = self
             .change_ticket(id, expert.as_str(), None, |state, ticket| {
                 state.expert(expert)?;
@@ -689,21 +986,43 @@ impl Desk {
         Ok(ticket)
     }
 
+    /// The owner moves the ticket; `vendor` goes with WAITING_VENDOR only.
     pub async fn update_status(
         &self,
         id: TicketId,
         expert: &ExpertId,
         status: TicketStatus,
         note: String,
+        vendor: Option<VendorRef>,
     ) -> Result<Ticket, DeskError> {
         check_text("note", &note, MAX_NOTE_BYTES)?;
-        let now = now_micros();
+        lifecycle::check_vendor(status, vendor.as_ref())?;
+        let now = self.now();
         let (ticket, _) = self
             .change_ticket(id, expert.as_str(), None, |state, ticket| {
                 state.expert(expert)?;
                 Ok(vec![lifecycle::update_status(
-                    ticket, expert, status, note, now,
+                    ticket, expert, status, note, vendor, now,
                 )?])
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    /// The requester's rating (1-5) of the ticket's resolution, once per
+    /// resolution; `actor` is who relays it.
+    pub async fn rate(
+        &self,
+        id: TicketId,
+        score: u32,
+        comment: String,
+        actor: &str,
+    ) -> Result<Ticket, DeskError> {
+        check_text("comment", &comment, MAX_NOTE_BYTES)?;
+        let now = self.now();
+        let (ticket, _) = self
+            .change_ticket(id, actor, None, |_, ticket| {
+                Ok(vec![lifecycle::rate(ticket, score, comment, now)?])
             })
             .await?;
         Ok(ticket)
@@ -732,7 +1051,7 @@ impl Desk {
             check_short_text("request_id", r)?;
         }
         let key = request_id.map(|r| request_key("post", bot, &r));
-        let now = now_micros();
+        let now = self.now();
         let (_, events) = self
             .change_ticket(id, author, key, |state, ticket| {
                 let role = if ticket.header.requester == author {
@@ -936,6 +1255,8 @@ impl Desk {
                 stop,
             );
             *state.online.entry(id.clone()).or_insert(0) += 1;
+            state.offline_since.remove(id);
+            self.inner.timers.cancel(&Deadline::OwnerAway(id.clone()));
             let routed = self.route_waiting_to(&mut state, id);
             (subscription, routed, lsn)
         };
@@ -985,6 +1306,7 @@ impl Drop for OnlineGuard {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 state.online.remove(&self.expert);
+                self.desk.went_offline(&mut state, &self.expert);
             }
         }
     }

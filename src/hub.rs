@@ -554,7 +554,7 @@ mod tests {
                     kind: EventKind::Created,
                     state: TicketState {
                         version: 1,
-                        ..TicketState::blank(0)
+                        ..TicketState::blank(0, crate::domain::SlaClocks::untracked())
                     },
                 }],
                 experts: vec![],

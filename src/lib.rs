@@ -40,3 +40,4 @@ pub mod metrics;
 pub mod rpc;
 pub mod server;
 pub mod store;
+pub mod timers;

@@ -18,7 +18,8 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::auth::AuthLimits;
-use crate::desk::Desk;
+use crate::desk::{Desk, DeskOptions};
+use crate::domain::SlaPolicies;
 use crate::hub::Hub;
 use crate::listener::capped_incoming;
 use crate::rpc::admin::AdminApi;
@@ -63,6 +64,11 @@ pub struct ServerConfig {
     /// How long a new connection has to send its first bytes (and, with
     /// TLS, to finish its handshake) before it is closed.
     pub handshake_timeout: Duration,
+    /// Service levels per priority.
+    pub sla: SlaPolicies,
+    /// How long the owner of an active P1 or P2 ticket may be offline
+    /// before the ticket is routed again.
+    pub owner_grace: Duration,
 }
 
 /// PEM files of the server's TLS identity, and the CA that client
@@ -91,6 +97,8 @@ impl ServerConfig {
             max_streams_per_connection: 1024,
             request_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            sla: SlaPolicies::default(),
+            owner_grace: DeskOptions::default().owner_grace,
         }
     }
 }
@@ -164,7 +172,12 @@ pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), 
     let store: Arc<dyn Store> = Arc::new(store);
     let desk = {
         let (store, limits) = (store.clone(), config.limits.clone());
-        tokio::task::spawn_blocking(move || Desk::open(store, hub, limits)).await??
+        let options = DeskOptions {
+            sla: config.sla.clone(),
+            owner_grace: config.owner_grace,
+            ..DeskOptions::default()
+        };
+        tokio::task::spawn_blocking(move || Desk::open(store, hub, limits, options)).await??
     };
     if config.auth == AuthMode::On {
         if let Some(path) = desk.tokens().ensure_admin(&config.data_dir).await? {
@@ -358,6 +371,7 @@ pub async fn run(
         set_health(&health, ServingStatus::Serving).await;
         tracing::info!(?addr, data_dir = %config.data_dir.display(), tls = config.tls.is_some(), auth = ?config.auth, "serving");
         tokio::spawn(save_token_use(desk_handle.clone(), stop.clone()));
+        desk_handle.start_timers(stop.clone());
     }
 
     let grace = config.shutdown_grace;

@@ -327,6 +327,7 @@ impl Matrix {
                     expert_id: actor.into(),
                     status: pb::TicketStatus::WaitingCustomer as i32,
                     note: String::new(),
+                    vendor: None,
                 })
                 .await
                 .map(drop),

@@ -312,6 +312,7 @@ async fn bad_ticket_operations_are_refused_and_change_nothing() {
                 expert_id: "ann".into(),
                 status: 42,
                 note: String::new(),
+                vendor: None,
             })
             .await,
         Code::InvalidArgument,

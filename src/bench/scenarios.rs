@@ -16,7 +16,7 @@ use super::{progress, BenchError, Plan, Report};
 use crate::client::{with_token, AuthedChannel};
 use crate::domain::{
     ContactChannel, EventKind, Expert, ExpertId, Presence, Priority, Rank, Skill, SkillRequirement,
-    Tag, TicketEvent, TicketHeader, TicketKind, TicketState, TicketStatus,
+    SlaPolicies, Tag, TicketEvent, TicketHeader, TicketKind, TicketState, TicketStatus,
 };
 use crate::rpc::pb;
 use crate::rpc::pb::admin_service_client::AdminServiceClient;
@@ -778,11 +778,13 @@ fn build_store(path: &std::path::Path, total: usize, open: usize) -> Result<(), 
                 TicketStatus::Assigned
             },
             owner: (!still_open).then(|| owners[i % owners.len()].clone()),
-            members: vec![],
-            help_tags: vec![],
-            declined: vec![],
-            updated_at: 0,
             version: 1,
+            ..TicketState::blank(
+                0,
+                SlaPolicies::default()
+                    .for_priority(Priority::P3)
+                    .fresh_clocks(),
+            )
         };
         let mut events = vec![NewEvent {
             at: 0,

@@ -159,6 +159,9 @@ pub enum ClientCommand {
         owner: String,
         #[arg(long, default_value = "")]
         tag: String,
+        /// Tickets whose (latest) vendor has this name.
+        #[arg(long, default_value = "")]
+        vendor: String,
         #[arg(long, default_value_t = 0)]
         page_size: u32,
         #[arg(long, default_value = "")]
@@ -225,13 +228,28 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Move an owned ticket to any status (waiting-customer, closed, ...).
+    /// Move an owned ticket to any status (waiting-customer, closed, ...);
+    /// waiting-vendor needs --vendor and --vendor-ref.
     Status {
         ticket: String,
         expert: String,
         status: TicketStatus,
         #[arg(long, default_value = "")]
         note: String,
+        /// The vendor's name (waiting-vendor only).
+        #[arg(long, requires = "vendor_ref")]
+        vendor: Option<String>,
+        /// The vendor's reference for the case (waiting-vendor only).
+        #[arg(long, requires = "vendor")]
+        vendor_ref: Option<String>,
+    },
+    /// Rate a resolved ticket for its requester (1-5), once per resolution.
+    Rate {
+        ticket: String,
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=5))]
+        score: u32,
+        #[arg(long, default_value = "")]
+        comment: String,
     },
     /// Take an online backup of the whole store into FILE (written whole or
     /// not at all); `swarmdesk restore` turns it back into a data dir.
@@ -307,12 +325,14 @@ async fn update_status(
     expert: String,
     status: TicketStatus,
     note: String,
+    vendor: Option<pb::Vendor>,
 ) -> Result<pb::Ticket, tonic::Status> {
     let request = pb::UpdateStatusRequest {
         ticket_id: ticket,
         expert_id: expert,
         status: status.number(),
         note,
+        vendor,
     };
     Ok(tickets.update_status(request).await?.into_inner())
 }
@@ -440,6 +460,7 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             status,
             owner,
             tag,
+            vendor,
             page_size,
             page_token,
         } => {
@@ -448,6 +469,7 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
                     status: status.map_or(0, TicketStatus::number),
                     owner_id: owner,
                     tag,
+                    vendor,
                     page_size,
                     page_token,
                 })
@@ -578,7 +600,8 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             expert,
             note,
         } => {
-            let reply = update_status(&mut tickets, ticket, expert, TicketStatus::Resolved, note);
+            let resolved = TicketStatus::Resolved;
+            let reply = update_status(&mut tickets, ticket, expert, resolved, note, None);
             out.ticket(&reply.await?);
         }
         ClientCommand::Status {
@@ -586,9 +609,26 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             expert,
             status,
             note,
+            vendor,
+            vendor_ref,
         } => {
-            let reply = update_status(&mut tickets, ticket, expert, status, note);
+            let vendor = vendor
+                .zip(vendor_ref)
+                .map(|(name, reference)| pb::Vendor { name, reference });
+            let reply = update_status(&mut tickets, ticket, expert, status, note, vendor);
             out.ticket(&reply.await?);
+        }
+        ClientCommand::Rate {
+            ticket,
+            score,
+            comment,
+        } => {
+            let request = pb::RateTicketRequest {
+                ticket_id: ticket,
+                score,
+                comment,
+            };
+            out.ticket(&tickets.rate_ticket(request).await?.into_inner());
         }
         ClientCommand::Backup { out } => {
             let count = backup(channel, &out).await?;

@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::domain::{
-    ContactChannel, Presence, Priority, Rank, SwarmReason, TicketKind, TicketStatus, Visibility,
+    ContactChannel, Presence, Priority, Rank, SlaTarget, SwarmReason, TicketKind, TicketStatus,
+    Visibility,
 };
 use crate::rpc::pb;
 
@@ -42,6 +43,29 @@ fn ticket_json(t: &pb::Ticket) -> Value {
         "updated_at": time(&t.updated_at),
         "version": t.version,
         "created_by": t.created_by,
+        "sla": t.sla.iter().map(sla_json).collect::<Vec<_>>(),
+        "breached": t.breached.iter().map(|b| label(*b, SlaTarget::from_number)).collect::<Vec<_>>(),
+        "escalated_to": t.escalated_to,
+        "vendor": t.vendor.as_ref().map(|v| json!({"name": v.name, "reference": v.reference})),
+        "rating": t.rating.as_ref().map(|r| json!({"score": r.score, "comment": r.comment, "rated_at": time(&r.rated_at)})),
+    })
+}
+
+fn sla_json(c: &pb::SlaClock) -> Value {
+    let state = pb::SlaClockState::try_from(c.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("SLA_CLOCK_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".to_owned());
+    json!({
+        "target": label(c.target, SlaTarget::from_number),
+        "state": state,
+        "due": time(&c.due),
+        "left_seconds": c.left.as_ref().map(|d| d.seconds),
+        "met_at": time(&c.met_at),
+        "breached_at": time(&c.breached_at),
     })
 }
 
@@ -115,6 +139,13 @@ fn payload_text(e: &pb::TicketEvent) -> String {
             h.note
         ),
         Some(Payload::MemberChanged(m)) => m.expert_id.clone(),
+        Some(Payload::SlaBreached(b)) => format!(
+            "{} breached (due {})",
+            label(b.target, SlaTarget::from_number),
+            time(&b.due)
+        ),
+        Some(Payload::OwnerLost(o)) => format!("{} lost it: {}", o.expert_id, o.reason),
+        Some(Payload::Rated(r)) => format!("{} of 5 {}", r.score, r.comment),
         None => String::new(),
     }
 }
@@ -181,6 +212,35 @@ impl Printer {
         }
         if !t.help_tags.is_empty() {
             println!("  help asked from: {}", t.help_tags.join(", "));
+        }
+        if !t.escalated_to.is_empty() {
+            println!("  escalated to: {}", t.escalated_to.join(", "));
+        }
+        for clock in &t.sla {
+            let v = sla_json(clock);
+            println!(
+                "  sla {}: {} {}{}",
+                v["target"].as_str().unwrap_or_default(),
+                v["state"].as_str().unwrap_or_default(),
+                match v["state"].as_str() {
+                    Some("running") => format!("due {}", time(&clock.due)),
+                    Some("met") => format!("at {}", time(&clock.met_at)),
+                    Some("paused") =>
+                        format!("{}s left", clock.left.as_ref().map_or(0, |d| d.seconds)),
+                    _ => String::new(),
+                },
+                if clock.breached_at.is_some() {
+                    " (breached)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(v) = &t.vendor {
+            println!("  vendor: {} ref {}", v.name, v.reference);
+        }
+        if let Some(r) = &t.rating {
+            println!("  rated {} of 5 {}", r.score, r.comment);
         }
         println!(
             "  version: {}  created: {}  updated: {}",

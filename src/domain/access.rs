@@ -133,6 +133,7 @@ pub enum Operation {
     LeaveSwarm,
     RequestHelp,
     UpdateStatus,
+    RateTicket,
     RegisterExpert,
     GetExpert,
     ListExperts,
@@ -143,7 +144,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 19] = {
+    pub const ALL: [Operation; 20] = {
         use Operation::*;
         [
             CreateTicket,
@@ -158,6 +159,7 @@ impl Operation {
             LeaveSwarm,
             RequestHelp,
             UpdateStatus,
+            RateTicket,
             RegisterExpert,
             GetExpert,
             ListExperts,
@@ -221,7 +223,7 @@ impl Principal {
             ),
             Grant::Bot(_) => matches!(
                 op,
-                CreateTicket | GetTicket | ListTickets | WatchTicket | PostMessage
+                CreateTicket | GetTicket | ListTickets | WatchTicket | PostMessage | RateTicket
             ),
         };
         if allowed {
@@ -495,7 +497,8 @@ mod tests {
                 GetTicket,
                 ListTickets,
                 WatchTicket,
-                PostMessage
+                PostMessage,
+                RateTicket
             ]
         );
     }

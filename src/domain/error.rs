@@ -57,6 +57,9 @@ pub enum DeskError {
         why: &'static str,
     },
 
+    #[error("ticket {ticket}'s resolution is already rated ({score} of 5); a rating is given once per resolution")]
+    AlreadyRated { ticket: TicketId, score: u8 },
+
     #[error("{0}")]
     PermissionDenied(String),
 

@@ -14,6 +14,7 @@ use super::model::{
     UnixMicros, Visibility,
 };
 use super::routing::qualifies;
+use super::sla::SlaTarget;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
@@ -54,6 +55,23 @@ pub enum EventKind {
         body: String,
         visibility: Visibility,
     },
+    // Variants are only ever appended: stored events name theirs by index.
+    /// A service-level target's deadline passed.
+    SlaBreached {
+        target: SlaTarget,
+        due: UnixMicros,
+    },
+    /// The owner was offline too long (or when the ticket was reopened),
+    /// so the ticket went back to routing.
+    OwnerLost {
+        from: ExpertId,
+        reason: String,
+    },
+    /// The requester rated the resolution.
+    Rated {
+        score: u8,
+        comment: String,
+    },
 }
 
 /// One stored event, with the ticket as it is after it.
@@ -93,6 +111,7 @@ impl TicketEvent {
         match &self.kind {
             EventKind::Released { from } => Some(from),
             EventKind::Left { expert } => Some(expert),
+            EventKind::OwnerLost { from, .. } => Some(from),
             _ => None,
         }
     }
@@ -127,7 +146,8 @@ pub struct Viewer {
 ///
 /// In order: they became the owner (ASSIGNED); they own, have joined, or just
 /// left the ticket (UPDATE); a help request newly reached one of their
-/// channels (HELP_REQUESTED); the ticket's audience meets their channels
+/// channels (HELP_REQUESTED); only a named swarm of theirs (sev1, triage,
+/// backlog) is reached (ESCALATED); the ticket's skills meet their channels
 /// (OFFER while it is unowned and their ranks qualify, else SWARM).
 pub fn swarm_reason(event: &TicketEvent, viewer: &Viewer) -> Option<SwarmReason> {
     let ticket = &event.ticket;
@@ -150,6 +170,9 @@ pub fn swarm_reason(event: &TicketEvent, viewer: &Viewer) -> Option<SwarmReason>
     if !ticket.audience().any(|t| viewer.channels.contains(t)) {
         return None;
     }
+    if !ticket.skill_audience().any(|t| viewer.channels.contains(t)) {
+        return Some(SwarmReason::Escalated);
+    }
     let unowned = ticket.state.status == TicketStatus::Open;
     if unowned && qualifies(&viewer.skills, &ticket.header.skills).is_ok() {
         Some(SwarmReason::Offer)
@@ -159,15 +182,17 @@ pub fn swarm_reason(event: &TicketEvent, viewer: &Viewer) -> Option<SwarmReason>
 }
 
 /// The event as a requester's watch shows it, or `None` if it is for the
-/// swarm only: internal messages and help requests are dropped, status notes
-/// are blanked. Borrowed when nothing needed hiding, so callers can share it.
+/// swarm only: internal messages, help requests, breaches and owner losses
+/// are dropped, status notes are blanked. Borrowed when nothing needed hiding, so callers can share it.
 pub fn public_view(event: &TicketEvent) -> Option<Cow<'_, TicketEvent>> {
     match &event.kind {
         EventKind::Message {
             visibility: Visibility::Internal,
             ..
         }
-        | EventKind::HelpRequested { .. } => None,
+        | EventKind::HelpRequested { .. }
+        | EventKind::SlaBreached { .. }
+        | EventKind::OwnerLost { .. } => None,
         EventKind::StatusChanged { from, to, note } if !note.is_empty() => {
             Some(Cow::Owned(TicketEvent {
                 kind: EventKind::StatusChanged {
@@ -223,9 +248,8 @@ mod tests {
                 owner: owner.map(id),
                 members: members.iter().map(|m| id(m)).collect(),
                 help_tags: help.iter().map(|h| tag(h)).collect(),
-                declined: vec![],
-                updated_at: 0,
                 version: 1,
+                ..TicketState::blank(0, crate::domain::SlaClocks::untracked())
             },
         }
     }
@@ -344,5 +368,17 @@ mod tests {
             EventKind::StatusChanged { note, .. } => assert!(note.is_empty()),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_named_swarm_alone_gives_escalated() {
+        let mut t = ticket(None, &[], &[]);
+        t.state.escalated = vec![NamedSwarm::Sev1.tag()];
+        let e = event(EventKind::Created, t);
+        let on_call = viewer("oc", &["sev1"], &[("network", Rank::L3)]);
+        let netops = viewer("nat", &["network", "sev1"], &[("network", Rank::L3)]);
+        assert_eq!(swarm_reason(&e, &on_call), Some(SwarmReason::Escalated));
+        assert_eq!(swarm_reason(&e, &netops), Some(SwarmReason::Offer));
+        assert_eq!(swarm_reason(&e, &viewer("x", &["triage"], &[])), None);
     }
 }

@@ -5,10 +5,15 @@
 use super::error::DeskError;
 use super::event::EventKind;
 use super::model::{
-    Expert, ExpertId, SkillRequirement, Tag, Ticket, TicketState, TicketStatus, UnixMicros,
-    Visibility,
+    check_short_text, Expert, ExpertId, NamedSwarm, Rating, SkillRequirement, Tag, Ticket,
+    TicketState, TicketStatus, UnixMicros, VendorRef, Visibility, MAX_SCORE, MIN_SCORE,
 };
 use super::routing::check_can_take;
+use super::sla::{ClockState, SlaTarget};
+
+/// An owner who releases a ticket this soon after getting it has declined
+/// it: routing will not offer it to them again.
+pub const DECLINE_WINDOW_MICROS: i64 = 60_000_000;
 
 /// One move: the state after it and the event that records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,9 +63,10 @@ fn require_active(ticket: &Ticket, why: &'static str) -> Result<(), DeskError> {
     Ok(())
 }
 
-fn take_ownership(state: &mut TicketState, owner: &ExpertId) {
+fn take_ownership(state: &mut TicketState, owner: &ExpertId, now: UnixMicros) {
     state.status = TicketStatus::Assigned;
     state.owner = Some(owner.clone());
+    state.owned_since = Some(now);
     state.members.retain(|m| m != owner);
 }
 
@@ -73,7 +79,7 @@ pub fn assign(ticket: &Ticket, to: &ExpertId, now: UnixMicros) -> Result<Move, D
         });
     }
     let mut state = next(ticket, now);
-    take_ownership(&mut state, to);
+    take_ownership(&mut state, to, now);
     Ok(Move {
         state,
         kind: EventKind::Assigned { to: to.clone() },
@@ -90,7 +96,7 @@ pub fn claim(ticket: &Ticket, expert: &Expert, now: UnixMicros) -> Result<Move, 
     }
     check_can_take(expert, &ticket.header.skills)?;
     let mut state = next(ticket, now);
-    take_ownership(&mut state, &expert.id);
+    take_ownership(&mut state, &expert.id, now);
     Ok(Move {
         state,
         kind: EventKind::Claimed {
@@ -118,7 +124,7 @@ pub fn transfer(
     check_can_take(to, &ticket.header.skills)?;
     let mut state = next(ticket, now);
     let status = state.status;
-    take_ownership(&mut state, &to.id);
+    take_ownership(&mut state, &to.id, now);
     state.status = status;
     if !state.members.contains(from) {
         state.members.push(from.clone());
@@ -132,15 +138,21 @@ pub fn transfer(
     })
 }
 
-/// The owner gives the ticket up: it is open again, and routing will not
-/// hand it straight back to them.
+/// The owner gives the ticket up: it is open again. Within
+/// [`DECLINE_WINDOW_MICROS`] of getting it, that is a decline, and routing
+/// will not hand it back to them.
 pub fn release(ticket: &Ticket, expert: &ExpertId, now: UnixMicros) -> Result<Move, DeskError> {
     require_owner(ticket, expert)?;
     require_active(ticket, "only an open ticket can be released")?;
     let mut state = next(ticket, now);
     state.status = TicketStatus::Open;
     state.owner = None;
-    if !state.declined.contains(expert) {
+    let declined = ticket
+        .state
+        .owned_since
+        .is_some_and(|since| now - since < DECLINE_WINDOW_MICROS);
+    state.owned_since = None;
+    if declined && !state.declined.contains(expert) {
         state.declined.push(expert.clone());
     }
     Ok(Move {
@@ -250,13 +262,43 @@ pub fn transition_allowed(from: TicketStatus, to: TicketStatus) -> Result<(), &'
     }
 }
 
-/// The owner moves the ticket: waiting on the customer or a vendor, back to
-/// work, resolved, closed, or reopened from resolved.
+/// Checks a vendor named on a status change: required for WAITING_VENDOR
+/// (name and reference), refused with any other status.
+pub fn check_vendor(to: TicketStatus, vendor: Option<&VendorRef>) -> Result<(), DeskError> {
+    match (to, vendor) {
+        (TicketStatus::WaitingVendor, Some(v)) => {
+            for (field, value) in [("vendor_name", &v.name), ("vendor_reference", &v.reference)] {
+                if value.trim().is_empty() {
+                    return Err(DeskError::invalid(
+                        field,
+                        "WAITING_VENDOR needs the vendor's name and their reference",
+                    ));
+                }
+                check_short_text(field, value)?;
+            }
+            Ok(())
+        }
+        (TicketStatus::WaitingVendor, None) => Err(DeskError::invalid(
+            "vendor_name",
+            "WAITING_VENDOR needs the vendor's name and their reference",
+        )),
+        (_, Some(_)) => Err(DeskError::invalid(
+            "vendor_name",
+            "a vendor is named only when moving to WAITING_VENDOR",
+        )),
+        (_, None) => Ok(()),
+    }
+}
+
+/// The owner moves the ticket: waiting on the customer or a vendor (named
+/// with their reference), back to work, resolved, closed, or reopened from
+/// resolved (which clears the rating of the resolution that did not hold).
 pub fn update_status(
     ticket: &Ticket,
     expert: &ExpertId,
     to: TicketStatus,
     note: String,
+    vendor: Option<VendorRef>,
     now: UnixMicros,
 ) -> Result<Move, DeskError> {
     if to == TicketStatus::Open {
@@ -265,6 +307,7 @@ pub fn update_status(
             "OPEN is reached by releasing the ticket (ReleaseTicket)",
         ));
     }
+    check_vendor(to, vendor.as_ref())?;
     require_owner(ticket, expert)?;
     let from = ticket.state.status;
     transition_allowed(from, to).map_err(|why| DeskError::InvalidTransition {
@@ -275,9 +318,105 @@ pub fn update_status(
     })?;
     let mut state = next(ticket, now);
     state.status = to;
+    if vendor.is_some() {
+        state.vendor = vendor;
+    }
+    if from == TicketStatus::Resolved {
+        state.rating = None;
+    }
     Ok(Move {
         state,
         kind: EventKind::StatusChanged { from, to, note },
+    })
+}
+
+/// The requester rates the resolution, once per resolution.
+pub fn rate(
+    ticket: &Ticket,
+    score: u32,
+    comment: String,
+    now: UnixMicros,
+) -> Result<Move, DeskError> {
+    let score = u8::try_from(score)
+        .ok()
+        .filter(|s| (MIN_SCORE..=MAX_SCORE).contains(s))
+        .ok_or_else(|| {
+            DeskError::invalid(
+                "score",
+                format!("{score} is not a score from {MIN_SCORE} to {MAX_SCORE}"),
+            )
+        })?;
+    let resolved = matches!(
+        (ticket.state.status, ticket.state.sla.resolve.state),
+        (TicketStatus::Resolved, _) | (TicketStatus::Closed, ClockState::Met { .. })
+    );
+    if !resolved {
+        return Err(DeskError::WrongState {
+            ticket: ticket.id(),
+            status: ticket.state.status,
+            why: "only a resolved ticket can be rated",
+        });
+    }
+    if let Some(rating) = &ticket.state.rating {
+        return Err(DeskError::AlreadyRated {
+            ticket: ticket.id(),
+            score: rating.score,
+        });
+    }
+    let mut state = next(ticket, now);
+    state.rating = Some(Rating {
+        score,
+        comment: comment.clone(),
+        at: now,
+    });
+    Ok(Move {
+        state,
+        kind: EventKind::Rated { score, comment },
+    })
+}
+
+/// Records a passed deadline, and sends the ticket to the named swarm that
+/// deals with it; `None` when it is not due or was recorded already.
+pub fn breach(ticket: &Ticket, target: SlaTarget, now: UnixMicros) -> Option<Move> {
+    let due = ticket.state.sla.get(target).pending_due()?;
+    let mut state = next(ticket, now);
+    if !state.sla.breach(target, now) {
+        return None;
+    }
+    let swarm = match target {
+        SlaTarget::Own | SlaTarget::FirstResponse => NamedSwarm::Triage,
+        SlaTarget::Resolve => NamedSwarm::Backlog,
+    }
+    .tag();
+    if !state.escalated.contains(&swarm) {
+        state.escalated.push(swarm);
+    }
+    Some(Move {
+        state,
+        kind: EventKind::SlaBreached { target, due },
+    })
+}
+
+/// Takes an active ticket from its owner (who went offline), back to routing.
+pub fn owner_lost(ticket: &Ticket, reason: &str, now: UnixMicros) -> Result<Move, DeskError> {
+    let Some(owner) = ticket.state.owner.clone() else {
+        return Err(DeskError::WrongState {
+            ticket: ticket.id(),
+            status: ticket.state.status,
+            why: "it has no owner to lose",
+        });
+    };
+    require_active(ticket, "only an active ticket's owner can be lost")?;
+    let mut state = next(ticket, now);
+    state.status = TicketStatus::Open;
+    state.owner = None;
+    state.owned_since = None;
+    Ok(Move {
+        state,
+        kind: EventKind::OwnerLost {
+            from: owner,
+            reason: reason.to_owned(),
+        },
     })
 }
 
@@ -289,8 +428,10 @@ pub enum Author {
     Expert,
 }
 
-/// Appends a message. A customer's public reply to a ticket waiting on them
-/// puts it back to work (a second move, returned after the message).
+/// Appends a message. An expert's public message meets the first-response
+/// target. A customer's reply to a ticket waiting on them, or resolved,
+/// puts it back to work (a second move, returned after the message): a
+/// reply to a resolution reopens the ticket.
 pub fn post_message(
     ticket: &Ticket,
     author: Author,
@@ -304,22 +445,30 @@ pub fn post_message(
             "the requester may only post PUBLIC messages".to_owned(),
         ));
     }
-    let state = next(ticket, now);
+    let mut state = next(ticket, now);
+    if author == Author::Expert && visibility == Visibility::Public {
+        state.sla.meet(SlaTarget::FirstResponse, now);
+    }
     let mut moves = vec![Move {
         state,
         kind: EventKind::Message { body, visibility },
     }];
-    if author == Author::Requester && ticket.state.status == TicketStatus::WaitingCustomer {
+    let from = ticket.state.status;
+    let reply_reopens = matches!(from, TicketStatus::WaitingCustomer | TicketStatus::Resolved);
+    if author == Author::Requester && reply_reopens {
         let after_message = Ticket {
             header: ticket.header.clone(),
             state: moves[0].state.clone(),
         };
         let mut state = next(&after_message, now);
         state.status = TicketStatus::Assigned;
+        if from == TicketStatus::Resolved {
+            state.rating = None;
+        }
         moves.push(Move {
             state,
             kind: EventKind::StatusChanged {
-                from: TicketStatus::WaitingCustomer,
+                from,
                 to: TicketStatus::Assigned,
                 note: "the customer replied".to_owned(),
             },
@@ -377,10 +526,8 @@ mod tests {
                 status,
                 owner: owner.map(id),
                 members: vec![],
-                help_tags: vec![],
-                declined: vec![],
-                updated_at: 0,
                 version: 3,
+                ..TicketState::blank(0, crate::domain::SlaClocks::untracked())
             },
         }
     }
@@ -423,12 +570,17 @@ mod tests {
     }
 
     #[test]
-    fn release_reopens_and_remembers_the_decliner() {
-        let t = ticket(TicketStatus::WaitingVendor, Some("ann"));
-        let m = release(&t, &id("ann"), 1).unwrap();
+    fn release_reopens_and_a_quick_one_declines() {
+        let mut t = ticket(TicketStatus::WaitingVendor, Some("ann"));
+        t.state.owned_since = Some(1_000);
+        let m = release(&t, &id("ann"), 1_000 + DECLINE_WINDOW_MICROS - 1).unwrap();
         assert_eq!(m.state.status, TicketStatus::Open);
         assert_eq!(m.state.owner, None);
+        assert_eq!(m.state.owned_since, None);
         assert_eq!(m.state.declined, vec![id("ann")]);
+        // A minute or more after getting it, letting go is not a decline.
+        let late = release(&t, &id("ann"), 1_000 + DECLINE_WINDOW_MICROS).unwrap();
+        assert!(late.state.declined.is_empty());
         assert!(matches!(
             release(&t, &id("bob"), 1),
             Err(DeskError::NotOwner { .. })
@@ -477,7 +629,7 @@ mod tests {
         }
         let unowned = ticket(Open, None);
         assert!(matches!(
-            update_status(&unowned, &id("ann"), Resolved, String::new(), 0),
+            update_status(&unowned, &id("ann"), Resolved, String::new(), None, 0),
             Err(DeskError::NotOwner { owner: None, .. })
         ));
     }
@@ -530,5 +682,119 @@ mod tests {
             request_help(&t, &id("zed"), skills, String::new(), 0),
             Err(DeskError::PermissionDenied(_))
         ));
+    }
+    #[test]
+    fn waiting_on_a_vendor_names_them_and_only_then() {
+        let t = ticket(TicketStatus::Assigned, Some("ann"));
+        let acme = VendorRef {
+            name: "acme".into(),
+            reference: "CASE-7".into(),
+        };
+        let to = TicketStatus::WaitingVendor;
+        let m = update_status(&t, &id("ann"), to, String::new(), Some(acme.clone()), 1).unwrap();
+        assert_eq!(m.state.vendor, Some(acme.clone()));
+        for missing in [
+            None,
+            Some(VendorRef {
+                name: "acme".into(),
+                reference: " ".into(),
+            }),
+        ] {
+            let err = update_status(&t, &id("ann"), to, String::new(), missing, 1).unwrap_err();
+            assert!(matches!(err, DeskError::Invalid { .. }), "{err}");
+        }
+        let resolved = TicketStatus::Resolved;
+        let err = update_status(&t, &id("ann"), resolved, String::new(), Some(acme), 1);
+        assert!(matches!(err, Err(DeskError::Invalid { field, .. }) if field == "vendor_name"));
+    }
+
+    #[test]
+    fn a_resolution_is_rated_once_and_reopening_clears_it() {
+        let open = ticket(TicketStatus::Assigned, Some("ann"));
+        assert!(matches!(
+            rate(&open, 5, String::new(), 1),
+            Err(DeskError::WrongState { .. })
+        ));
+        let resolved = ticket(TicketStatus::Resolved, Some("ann"));
+        for bad in [0, 6, 300] {
+            assert!(matches!(
+                rate(&resolved, bad, String::new(), 1),
+                Err(DeskError::Invalid { field, .. }) if field == "score"
+            ));
+        }
+        let rated = rate(&resolved, 4, "quick".into(), 1).unwrap();
+        assert_eq!(rated.state.rating.as_ref().map(|r| r.score), Some(4));
+        let again = Ticket {
+            header: resolved.header.clone(),
+            state: rated.state,
+        };
+        assert!(matches!(
+            rate(&again, 5, String::new(), 2),
+            Err(DeskError::AlreadyRated { score: 4, .. })
+        ));
+        // The customer writes back: reopened, the rating is gone.
+        let moves = post_message(
+            &again,
+            Author::Requester,
+            "still broken".into(),
+            Visibility::Public,
+            3,
+        )
+        .unwrap();
+        let reopened = &moves[1].state;
+        assert_eq!(reopened.status, TicketStatus::Assigned);
+        assert_eq!(reopened.rating, None);
+    }
+
+    #[test]
+    fn an_experts_public_message_meets_the_first_response_target() {
+        let policy = crate::domain::SlaPolicy::around_the_clock(5, 15, 60);
+        let mut t = ticket(TicketStatus::Assigned, Some("ann"));
+        t.state.sla = policy.fresh_clocks();
+        let note = post_message(&t, Author::Expert, "n".into(), Visibility::Internal, 9).unwrap();
+        assert!(!matches!(
+            note[0].state.sla.first_response.state,
+            ClockState::Met { .. }
+        ));
+        let reply = post_message(&t, Author::Expert, "r".into(), Visibility::Public, 9).unwrap();
+        assert!(matches!(
+            reply[0].state.sla.first_response.state,
+            ClockState::Met { at: 9, .. }
+        ));
+    }
+
+    #[test]
+    fn a_breach_escalates_once_to_its_named_swarm() {
+        let mut t = ticket(TicketStatus::Open, None);
+        t.state.sla.own.state = ClockState::Running { due: 100 };
+        t.state.sla.resolve.state = ClockState::Running { due: 100 };
+        assert!(breach(&t, SlaTarget::Own, 99).is_none());
+        let m = breach(&t, SlaTarget::Own, 100).unwrap();
+        assert_eq!(m.state.escalated, vec![NamedSwarm::Triage.tag()]);
+        assert!(matches!(
+            m.kind,
+            EventKind::SlaBreached {
+                target: SlaTarget::Own,
+                due: 100
+            }
+        ));
+        t.state = m.state;
+        assert!(breach(&t, SlaTarget::Own, 200).is_none(), "only once");
+        let m = breach(&t, SlaTarget::Resolve, 200).unwrap();
+        assert_eq!(
+            m.state.escalated,
+            vec![NamedSwarm::Triage.tag(), NamedSwarm::Backlog.tag()]
+        );
+    }
+
+    #[test]
+    fn losing_the_owner_reopens_without_declining() {
+        let t = ticket(TicketStatus::WaitingCustomer, Some("ann"));
+        let m = owner_lost(&t, "offline", 5).unwrap();
+        assert_eq!(m.state.status, TicketStatus::Open);
+        assert_eq!(m.state.owner, None);
+        assert!(m.state.declined.is_empty());
+        assert!(owner_lost(&ticket(TicketStatus::Open, None), "x", 5).is_err());
+        assert!(owner_lost(&ticket(TicketStatus::Resolved, Some("ann")), "x", 5).is_err());
     }
 }

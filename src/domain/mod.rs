@@ -9,8 +9,10 @@ pub mod error;
 pub mod event;
 pub mod lifecycle;
 pub mod routing;
+pub mod sla;
 
 pub use access::{BotName, Grant, Operation, Principal, Role, TokenId, TokenRecord};
 pub use error::DeskError;
 pub use event::{EventKind, TicketEvent, Viewer};
 pub use model::*;
+pub use sla::{SlaClocks, SlaPolicies, SlaPolicy, SlaTarget};

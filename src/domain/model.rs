@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::error::DeskError;
+use super::sla::SlaClocks;
 
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -248,8 +249,53 @@ numbered_enum! {
         Assigned = 3 => "assigned",
         Update = 4 => "update",
         HelpRequested = 5 => "help-requested",
+        /// Seen only because the ticket reached one of the viewer's named
+        /// swarms (sev1, triage, backlog).
+        Escalated = 6 => "escalated",
     }
 }
+
+numbered_enum! {
+    /// Channels besides skill tags, which tickets reach by priority or by a
+    /// breached service level rather than by skill.
+    NamedSwarm {
+        /// Every P1 ticket, from its creation.
+        Sev1 = 1 => "sev1",
+        /// Tickets whose time to own or to first response is breached.
+        Triage = 2 => "triage",
+        /// Tickets whose time to resolve is breached.
+        Backlog = 3 => "backlog",
+    }
+}
+
+impl NamedSwarm {
+    pub fn tag(self) -> Tag {
+        Tag(self.label().to_owned())
+    }
+
+    pub fn of(tag: &Tag) -> Option<NamedSwarm> {
+        tag.as_str().parse().ok()
+    }
+}
+
+/// The outside party a ticket waits on (tier 4), with their reference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorRef {
+    pub name: String,
+    pub reference: String,
+}
+
+/// A requester's satisfaction with a resolution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rating {
+    /// 1 to 5; 4 and 5 count as satisfied.
+    pub score: u8,
+    pub comment: String,
+    pub at: UnixMicros,
+}
+
+pub const MIN_SCORE: u8 = 1;
+pub const MAX_SCORE: u8 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skill {
@@ -276,6 +322,12 @@ pub fn check_skill_list<'a>(
     }
     let mut seen = std::collections::HashSet::new();
     for tag in tags {
+        if let Some(named) = NamedSwarm::of(tag) {
+            return Err(DeskError::invalid(
+                field,
+                format!("{named} is a named swarm channel, not a skill"),
+            ));
+        }
         if !seen.insert(tag) {
             return Err(DeskError::invalid(
                 field,
@@ -345,16 +397,29 @@ pub struct TicketState {
     pub members: Vec<ExpertId>,
     /// Tags RequestHelp added to the audience.
     pub help_tags: Vec<Tag>,
-    /// Experts who released this ticket: routing does not hand it back to them.
+    /// Experts who declined this ticket (released it soon after routing
+    /// gave it to them): routing does not hand it back to them.
     pub declined: Vec<ExpertId>,
     pub updated_at: UnixMicros,
     /// Equals the ticket_seq of the ticket's latest event.
     pub version: u64,
+    /// Service-level clocks.
+    pub sla: SlaClocks,
+    /// Named swarms the ticket has reached besides its skill channels:
+    /// `sev1` from creation for P1, `triage` or `backlog` after a breach.
+    pub escalated: Vec<Tag>,
+    /// The vendor it waits or waited on (the latest one).
+    pub vendor: Option<VendorRef>,
+    /// The requester's rating of the current resolution.
+    pub rating: Option<Rating>,
+    /// When the current owner got the ticket.
+    pub owned_since: Option<UnixMicros>,
 }
 
 impl TicketState {
-    /// A ticket before its first event: open, unowned, version 0.
-    pub fn blank(now: UnixMicros) -> Self {
+    /// A ticket before its first event: open, unowned, version 0, with
+    /// clocks not yet counting.
+    pub fn blank(now: UnixMicros, sla: SlaClocks) -> Self {
         TicketState {
             status: TicketStatus::Open,
             owner: None,
@@ -363,6 +428,11 @@ impl TicketState {
             declined: vec![],
             updated_at: now,
             version: 0,
+            sla,
+            escalated: vec![],
+            vendor: None,
+            rating: None,
+            owned_since: None,
         }
     }
 }
@@ -378,8 +448,14 @@ impl Ticket {
         self.header.id
     }
 
-    /// Every tag whose channel the ticket reaches: its skills and help tags.
+    /// Every tag whose channel the ticket reaches: its skills, help tags
+    /// and the named swarms it was escalated to.
     pub fn audience(&self) -> impl Iterator<Item = &Tag> {
+        self.skill_audience().chain(self.state.escalated.iter())
+    }
+
+    /// The skill channels the ticket reaches: its skills and help tags.
+    pub fn skill_audience(&self) -> impl Iterator<Item = &Tag> {
         self.header
             .skills
             .iter()

@@ -5,9 +5,10 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::desk::ExpertView;
+use crate::domain::sla::{ClockState, TargetClock, WorkMicros};
 use crate::domain::{
-    DeskError, EventKind, ExpertId, Grant, Rank, Skill, SkillRequirement, SwarmReason, Tag, Ticket,
-    TicketEvent, TicketId, TokenRecord, UnixMicros,
+    DeskError, EventKind, ExpertId, Grant, Rank, Skill, SkillRequirement, SlaTarget, SwarmReason,
+    Tag, Ticket, TicketEvent, TicketId, TokenRecord, UnixMicros, VendorRef,
 };
 use crate::hub::Delivery;
 
@@ -103,6 +104,53 @@ fn timestamp(micros: UnixMicros) -> Option<Timestamp> {
     })
 }
 
+fn duration(micros: WorkMicros) -> prost_types::Duration {
+    // Seconds and nanos carry the same sign, as the type requires.
+    prost_types::Duration {
+        seconds: micros / 1_000_000,
+        nanos: ((micros % 1_000_000) * 1000) as i32,
+    }
+}
+
+fn sla_clock(target: SlaTarget, clock: &TargetClock) -> pb::SlaClock {
+    use pb::SlaClockState as S;
+    let mut out = pb::SlaClock {
+        target: target.number(),
+        breached_at: clock.breached_at.and_then(timestamp),
+        ..Default::default()
+    };
+    match clock.state {
+        ClockState::Running { due } if due == UnixMicros::MAX => {
+            out.state = S::Untracked as i32;
+        }
+        ClockState::Paused { left } if left == WorkMicros::MAX => {
+            out.state = S::Untracked as i32;
+        }
+        ClockState::Running { due } => {
+            out.state = S::Running as i32;
+            out.due = timestamp(due);
+        }
+        ClockState::Paused { left } => {
+            out.state = S::Paused as i32;
+            out.left = Some(duration(left));
+        }
+        ClockState::Met { at, left } => {
+            out.state = S::Met as i32;
+            out.met_at = timestamp(at);
+            out.left = Some(duration(left));
+        }
+    }
+    out
+}
+
+/// The vendor of an UpdateStatus, if one was given.
+pub fn vendor(v: Option<&pb::Vendor>) -> Option<VendorRef> {
+    v.map(|v| VendorRef {
+        name: v.name.clone(),
+        reference: v.reference.clone(),
+    })
+}
+
 pub fn ticket(t: &Ticket) -> pb::Ticket {
     let h = &t.header;
     let s = &t.state;
@@ -138,6 +186,21 @@ pub fn ticket(t: &Ticket) -> pb::Ticket {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        sla: SlaTarget::ALL
+            .iter()
+            .map(|t| sla_clock(*t, s.sla.get(*t)))
+            .collect(),
+        breached: s.sla.breached().map(SlaTarget::number).collect(),
+        escalated_to: s.escalated.iter().map(ToString::to_string).collect(),
+        vendor: s.vendor.as_ref().map(|v| pb::Vendor {
+            name: v.name.clone(),
+            reference: v.reference.clone(),
+        }),
+        rating: s.rating.as_ref().map(|r| pb::Rating {
+            score: u32::from(r.score),
+            comment: r.comment.clone(),
+            rated_at: timestamp(r.at),
+        }),
     }
 }
 
@@ -228,6 +291,27 @@ pub fn event(e: &TicketEvent) -> pb::TicketEvent {
             Some(Payload::Message(pb::MessagePosted {
                 body: body.clone(),
                 visibility: visibility.number(),
+            })),
+        ),
+        EventKind::SlaBreached { target, due } => (
+            T::SlaBreached,
+            Some(Payload::SlaBreached(pb::SlaBreached {
+                target: target.number(),
+                due: timestamp(*due),
+            })),
+        ),
+        EventKind::OwnerLost { from, reason } => (
+            T::OwnerLost,
+            Some(Payload::OwnerLost(pb::OwnerLost {
+                expert_id: from.to_string(),
+                reason: reason.clone(),
+            })),
+        ),
+        EventKind::Rated { score, comment } => (
+            T::Rated,
+            Some(Payload::Rated(pb::Rated {
+                score: u32::from(*score),
+                comment: comment.clone(),
             })),
         ),
     };

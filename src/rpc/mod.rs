@@ -66,6 +66,7 @@ pub fn status_of(error: DeskError) -> Status {
         DeskError::NotOwner { .. } => (Code::FailedPrecondition, "NOT_OWNER"),
         DeskError::InvalidTransition { .. } => (Code::FailedPrecondition, "INVALID_TRANSITION"),
         DeskError::WrongState { .. } => (Code::FailedPrecondition, "WRONG_STATE"),
+        DeskError::AlreadyRated { .. } => (Code::FailedPrecondition, "ALREADY_RATED"),
         DeskError::RankTooLow { .. } => (Code::PermissionDenied, "RANK_TOO_LOW"),
         DeskError::PermissionDenied(_) => (Code::PermissionDenied, "PERMISSION_DENIED"),
         DeskError::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
@@ -131,6 +132,10 @@ fn error_metadata(error: &DeskError) -> HashMap<String, String> {
             put("ticket_id", ticket.to_string());
             put("from", from.to_string());
             put("to", to.to_string());
+        }
+        DeskError::AlreadyRated { ticket, score } => {
+            put("ticket_id", ticket.to_string());
+            put("score", score.to_string());
         }
         DeskError::WrongState { ticket, status, .. } => {
             put("ticket_id", ticket.to_string());

@@ -174,6 +174,7 @@ impl TicketService for TicketApi {
                 .transpose()
                 .map_err(status_of)?,
             created_by: caller.principal.bot().cloned(),
+            vendor: non_empty(r.vendor),
             page_size: r.page_size as usize,
             from: non_empty(r.page_token)
                 .map(|t| convert::ticket_id("page_token", &t))
@@ -326,9 +327,28 @@ impl TicketService for TicketApi {
         caller.principal.act_as(&expert).map_err(status_of)?;
         let status =
             parse_enum("status", r.status, TicketStatus::from_number, None).map_err(status_of)?;
+        let vendor = convert::vendor(r.vendor.as_ref());
         let ticket = self
             .desk()?
-            .update_status(id, &expert, status, r.note)
+            .update_status(id, &expert, status, r.note, vendor)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(convert::ticket(&ticket)))
+    }
+
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
+    async fn rate_ticket(
+        &self,
+        request: Request<pb::RateTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = authorize(&request, Operation::RateTicket)?;
+        let r = request.into_inner();
+        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let desk = self.desk()?;
+        bot_visible(desk, &caller, id)?;
+        let actor = caller.principal.grant.to_string();
+        let ticket = desk
+            .rate(id, r.score, r.comment, &actor)
             .await
             .map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))

@@ -116,8 +116,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Up to `limit` tickets with id >= `from`, in id order.
     fn tickets_from(&self, from: TicketId, limit: usize) -> Result<Vec<Ticket>, StoreError>;
 
-    /// Tickets waiting for an owner (status OPEN), read once at start-up.
-    fn unowned_tickets(&self) -> Result<Vec<Ticket>, StoreError>;
+    /// Live tickets (neither resolved nor closed), read once at start-up:
+    /// those waiting for an owner, and those whose clocks or owners the
+    /// desk watches.
+    fn live_tickets(&self) -> Result<Vec<Ticket>, StoreError>;
 
     /// Every expert, read once at start-up.
     fn experts(&self) -> Result<Vec<Expert>, StoreError>;

@@ -8,7 +8,7 @@
 //! s/<ticket u64>            TicketState       (compare-and-swap on version)
 //! e/<position u64>          EventRecord       (the event log)
 //! x/<ticket u64><seq u64>   position          (a ticket's events)
-//! u/<ticket u64>            ()                (tickets waiting for an owner)
+//! l/<ticket u64>            ()                (live tickets: not resolved or closed)
 //! p/<expert id>             Expert
 //! r/<key>                   position          (idempotency)
 //! k/<token id>              TokenRecord       (hash of the secret, never the secret)
@@ -16,7 +16,12 @@
 //! ```
 //! Schema 2 added `created_by` to TicketHeader; opening a schema 1 store
 //! rewrites its headers once ([`migrate_v1_headers`]). Schema 3 added
-//! `m/status-counts`; opening an older store counts its states once.
+//! `m/status-counts`; opening an older store counts its states once. Schema
+//! 4 added service-level clocks, escalations, vendor, rating and owner
+//! time to ticket states, and replaced the index of tickets waiting for an
+//! owner (`u/`) by one of live tickets (`l/`, what start-up loads); opening
+//! an older store rewrites its states and events once
+//! ([`migrate_v3_states`]), in atomic chunks that record their progress.
 //! A commit is a run of single-key inserts whose commit point is one key:
 //! the last event record of the commit, which carries what the rest of the
 //! commit writes (experts, idempotency key). Order within a commit: the
@@ -51,11 +56,13 @@ use tokio::sync::watch;
 use super::{Commit, DurableFuture, EventSink, Lsn, Pair, PairSink, Receipt, Store, StoreError};
 use crate::domain::model::Ticket;
 use crate::domain::{
-    EventKind, Expert, ExpertId, TicketEvent, TicketHeader, TicketId, TicketState, TicketStatus,
-    TokenId, TokenRecord, UnixMicros,
+    EventKind, Expert, ExpertId, SlaClocks, TicketEvent, TicketHeader, TicketId, TicketState,
+    TicketStatus, TokenId, TokenRecord, UnixMicros,
 };
 
-const SCHEMA_VERSION: u32 = 3;
+const SCHEMA_VERSION: u32 = 4;
+/// Where an interrupted schema-4 migration got to: the last key rewritten.
+const MIGRATE_4_KEY: &[u8] = b"m/migrate-4";
 const SCHEMA_KEY: &[u8] = b"m/schema";
 const STATUS_COUNTS_KEY: &[u8] = b"m/status-counts";
 
@@ -271,6 +278,9 @@ impl SledStore {
         if found.is_some_and(|f| f < 2) {
             migrate_v1_headers(&db)?;
         }
+        if found.is_some_and(|f| f < 4) {
+            migrate_v3_states(&db)?;
+        }
         let log_file = File::open(config.path.join("db")).map_err(|e| {
             StoreError::Backend(format!("cannot open sled's log file for syncing: {e}"))
         })?;
@@ -424,8 +434,14 @@ impl SledStore {
     }
 }
 
+/// Whether a ticket in `status` is loaded at start-up (it may still have an
+/// owner to route or clocks to watch).
+fn is_live(status: TicketStatus) -> bool {
+    !matches!(status, TicketStatus::Resolved | TicketStatus::Closed)
+}
+
 /// Writes the keys a commit derives from its events: the per-ticket index,
-/// the state, the waiting flag, the experts and the idempotency record.
+/// the state, the live flag, the experts and the idempotency record.
 /// With `repairing`, keys already newer than the commit's are left alone, so
 /// running it again over a finished commit changes nothing.
 fn write_derived(
@@ -433,7 +449,7 @@ fn write_derived(
     ticket: TicketId,
     states: &[(u64, &TicketState)],
     tail: &CommitTail,
-    was_waiting: bool,
+    was_live: bool,
     repairing: bool,
 ) -> Result<(), StoreError> {
     let Some(&(first, _)) = states.first() else {
@@ -456,10 +472,10 @@ fn write_derived(
             tree.insert(key(b's', ticket.0), encode(*last)?)
                 .map_err(backend)?;
         }
-        if last.status == TicketStatus::Open {
-            tree.insert(key(b'u', ticket.0), &[]).map_err(backend)?;
-        } else if was_waiting || repairing {
-            tree.remove(key(b'u', ticket.0)).map_err(backend)?;
+        if is_live(last.status) {
+            tree.insert(key(b'l', ticket.0), &[]).map_err(backend)?;
+        } else if was_live || repairing {
+            tree.remove(key(b'l', ticket.0)).map_err(backend)?;
         }
     }
     for expert in &tail.experts {
@@ -524,6 +540,120 @@ fn migrate_v1_headers(db: &sled::Db) -> Result<(), StoreError> {
     }
     db.flush().map_err(backend)?;
     tracing::info!(rewritten, "ticket headers migrated from schema 1");
+    Ok(())
+}
+
+/// A ticket state as schemas 1 to 3 stored it.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct TicketStateV3 {
+    status: TicketStatus,
+    owner: Option<ExpertId>,
+    members: Vec<ExpertId>,
+    help_tags: Vec<crate::domain::Tag>,
+    declined: Vec<ExpertId>,
+    updated_at: UnixMicros,
+    version: u64,
+}
+
+impl TicketStateV3 {
+    /// Clocks that were never kept cannot be restored: they count as
+    /// having no limit (no deadline, no breach).
+    fn upgrade(self) -> TicketState {
+        TicketState {
+            status: self.status,
+            owner: self.owner,
+            members: self.members,
+            help_tags: self.help_tags,
+            declined: self.declined,
+            updated_at: self.updated_at,
+            version: self.version,
+            ..TicketState::blank(0, SlaClocks::untracked())
+        }
+    }
+}
+
+/// An event record as schemas 1 to 3 stored it.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct EventRecordV3 {
+    ticket: TicketId,
+    at: UnixMicros,
+    actor: String,
+    kind: EventKind,
+    state: TicketStateV3,
+    commit_first: u64,
+    tail: Option<CommitTail>,
+}
+
+/// Rewrites every event and ticket state of a schema 3 (or older) store in
+/// the schema 4 form, then indexes live tickets. Each chunk is one sled
+/// batch that also records the last key it rewrote, so a crash part way
+/// resumes after it and never decodes a record twice.
+fn migrate_v3_states(db: &sled::Db) -> Result<(), StoreError> {
+    const CHUNK: usize = 1024;
+    let mut resume = db.get(MIGRATE_4_KEY).map_err(backend)?.map(|v| v.to_vec());
+    let mut rewritten = 0u64;
+    for prefix in [b"e/", b"s/"] {
+        if resume
+            .as_ref()
+            .is_some_and(|k| k.as_slice() >= prefix.as_slice() && !k.starts_with(prefix))
+        {
+            continue; // this prefix was finished before the crash
+        }
+        loop {
+            let start = match &resume {
+                Some(k) if k.starts_with(prefix) => std::ops::Bound::Excluded(k.clone()),
+                _ => std::ops::Bound::Included(prefix.to_vec()),
+            };
+            let mut batch = sled::Batch::default();
+            let mut last = None;
+            for item in db
+                .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+                .take(CHUNK)
+            {
+                let (k, v) = item.map_err(backend)?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                let bytes = if prefix == b"e/" {
+                    let old: EventRecordV3 = decode("schema 3 event", &v)?;
+                    encode(&EventRecord {
+                        ticket: old.ticket,
+                        at: old.at,
+                        actor: old.actor,
+                        kind: old.kind,
+                        state: old.state.upgrade(),
+                        commit_first: old.commit_first,
+                        tail: old.tail,
+                    })?
+                } else {
+                    encode(&decode::<TicketStateV3>("schema 3 ticket state", &v)?.upgrade())?
+                };
+                batch.insert(k.to_vec(), bytes);
+                last = Some(k.to_vec());
+                rewritten += 1;
+            }
+            let Some(last) = last else { break };
+            batch.insert(MIGRATE_4_KEY, last.clone());
+            db.apply_batch(batch).map_err(backend)?;
+            resume = Some(last);
+        }
+    }
+    for item in db.scan_prefix(b"u/") {
+        let (k, _) = item.map_err(backend)?;
+        db.remove(k).map_err(backend)?;
+    }
+    for item in db.scan_prefix(b"s/") {
+        let (k, v) = item.map_err(backend)?;
+        let state: TicketState = decode("ticket state", &v)?;
+        if is_live(state.status) {
+            db.insert(key(b'l', u64_at(&k, 2)?), &[]).map_err(backend)?;
+        }
+    }
+    db.remove(MIGRATE_4_KEY).map_err(backend)?;
+    db.flush().map_err(backend)?;
+    tracing::info!(rewritten, "ticket states and events migrated to schema 4");
     Ok(())
 }
 
@@ -782,9 +912,7 @@ impl Store for SledStore {
                 "a commit needs at least one event".into(),
             ));
         }
-        let was_waiting = stored
-            .as_ref()
-            .is_some_and(|s| s.status == TicketStatus::Open);
+        let was_live = stored.as_ref().is_some_and(|s| is_live(s.status));
         let first = seq.next_position;
         let count = commit.events.len() as u64;
         let mut status_counts = None;
@@ -843,7 +971,7 @@ impl Store for SledStore {
                 .last()
                 .and_then(|r| r.tail.as_ref())
                 .ok_or_else(|| StoreError::Backend("a commit needs a tail".into()))?;
-            write_derived(tree, id, &states, tail, was_waiting, false)?;
+            write_derived(tree, id, &states, tail, was_live, false)?;
             if let Some(bytes) = &counts_bytes {
                 tree.insert(STATUS_COUNTS_KEY, bytes.as_slice())
                     .map_err(backend)?;
@@ -974,14 +1102,14 @@ impl Store for SledStore {
         Ok(tickets)
     }
 
-    fn unowned_tickets(&self) -> Result<Vec<Ticket>, StoreError> {
+    fn live_tickets(&self) -> Result<Vec<Ticket>, StoreError> {
         let mut tickets = Vec::new();
-        for item in self.shared.tree.scan_prefix(b"u/") {
+        for item in self.shared.tree.scan_prefix(b"l/") {
             let (k, _) = item.map_err(backend)?;
             let id = TicketId(u64_at(&k, 2)?);
             let ticket = self
                 .ticket(id)?
-                .ok_or_else(|| StoreError::Corrupt(format!("waiting ticket {id} is not stored")))?;
+                .ok_or_else(|| StoreError::Corrupt(format!("live ticket {id} is not stored")))?;
             tickets.push(ticket);
         }
         Ok(tickets)
@@ -1150,12 +1278,8 @@ mod tests {
     fn state(version: u64, status: TicketStatus) -> TicketState {
         TicketState {
             status,
-            owner: None,
-            members: vec![],
-            help_tags: vec![],
-            declined: vec![],
-            updated_at: 1,
             version,
+            ..TicketState::blank(1, SlaClocks::untracked())
         }
     }
 
@@ -1197,7 +1321,7 @@ mod tests {
         let store = SledStore::open(&SledConfig::new(dir.path()), sink).unwrap();
         assert_eq!(store.last_position(), 2);
         assert_eq!(store.idempotent("req-1").unwrap(), Some(1));
-        assert_eq!(store.unowned_tickets().unwrap().len(), 2);
+        assert_eq!(store.live_tickets().unwrap().len(), 2);
         let next = store.allocate_ticket_id().unwrap();
         assert_eq!(next, TicketId(3));
         let events = store.events_between(0, 2, 10).unwrap();
@@ -1302,7 +1426,7 @@ mod tests {
         let store = SledStore::open(&SledConfig::new(dir.path()), sink).unwrap();
         let ticket = store.ticket(id).unwrap().expect("state re-written");
         assert_eq!(ticket.state.version, 1);
-        assert_eq!(store.unowned_tickets().unwrap().len(), 1);
+        assert_eq!(store.live_tickets().unwrap().len(), 1);
         assert_eq!(store.idempotent("req-9").unwrap(), Some(1));
         assert_eq!(store.ticket_events(id, 0, 10, 10).unwrap().len(), 1);
     }
@@ -1377,17 +1501,85 @@ mod tests {
         let store = open();
         assert_eq!(counts(&store), expected, "and only once");
 
-        // A schema 2 store has no counts: they are made on open.
-        store.shared.tree.remove(STATUS_COUNTS_KEY).unwrap();
-        store
-            .shared
-            .tree
-            .insert(SCHEMA_KEY, &2u32.to_be_bytes())
-            .unwrap();
-        store.close().unwrap();
-        drop(store);
-        let store = open();
-        assert_eq!(counts(&store), expected, "after migration");
+        // A schema 2 store has no counts: they are made by one scan.
+        let tree = &store.shared.tree;
+        tree.remove(STATUS_COUNTS_KEY).unwrap();
+        migrate_status_counts(tree, last_number(tree, b'e').unwrap()).unwrap();
+        let made = StatusCounts::load(tree).unwrap();
+        let made: Vec<_> = made.counts.into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(made, expected, "after migration");
+    }
+
+    #[tokio::test]
+    async fn a_schema_3_store_is_migrated_once_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Collect::default());
+        {
+            let db = open_db(&SledConfig::new(dir.path())).unwrap();
+            db.insert(SCHEMA_KEY, &3u32.to_be_bytes()).unwrap();
+            for (n, status) in [(1u64, TicketStatus::Open), (2, TicketStatus::Closed)] {
+                let old = |version| TicketStateV3 {
+                    status,
+                    owner: None,
+                    members: vec![],
+                    help_tags: vec![],
+                    declined: vec![],
+                    updated_at: 5,
+                    version,
+                };
+                db.insert(key(b'h', n), encode(&*header(TicketId(n))).unwrap())
+                    .unwrap();
+                let record = EventRecordV3 {
+                    ticket: TicketId(n),
+                    at: 5,
+                    actor: "cust".into(),
+                    kind: EventKind::Created,
+                    state: old(1),
+                    commit_first: n,
+                    tail: Some(CommitTail {
+                        experts: vec![],
+                        idempotency_key: None,
+                    }),
+                };
+                db.insert(key(b'e', n), encode(&record).unwrap()).unwrap();
+                db.insert(seq_key(TicketId(n), 1), &n.to_be_bytes())
+                    .unwrap();
+                db.insert(key(b's', n), encode(&old(1)).unwrap()).unwrap();
+                if status == TicketStatus::Open {
+                    db.insert(key(b'u', n), &[]).unwrap();
+                }
+            }
+            // Half done: the first event was rewritten before a crash.
+            let first = db.get(key(b'e', 1)).unwrap().unwrap();
+            let old: EventRecordV3 = decode("event", &first).unwrap();
+            let new = EventRecord {
+                ticket: old.ticket,
+                at: old.at,
+                actor: old.actor,
+                kind: old.kind,
+                state: old.state.upgrade(),
+                commit_first: old.commit_first,
+                tail: old.tail,
+            };
+            db.insert(key(b'e', 1), encode(&new).unwrap()).unwrap();
+            db.insert(MIGRATE_4_KEY, key(b'e', 1).to_vec()).unwrap();
+            db.flush().unwrap();
+        }
+        for _ in 0..2 {
+            let store = SledStore::open(&SledConfig::new(dir.path()), sink.clone()).unwrap();
+            let live = store.live_tickets().unwrap();
+            assert_eq!(live.len(), 1);
+            assert_eq!(live[0].id(), TicketId(1));
+            assert_eq!(live[0].state.sla, SlaClocks::untracked());
+            let closed = store.ticket(TicketId(2)).unwrap().unwrap();
+            assert_eq!(closed.state.status, TicketStatus::Closed);
+            let events = store.events_between(0, 2, 10).unwrap();
+            assert_eq!(events.len(), 2);
+            assert_eq!(events[1].ticket.state.status, TicketStatus::Closed);
+            assert!(store.shared.tree.scan_prefix(b"u/").next().is_none());
+            assert!(store.shared.tree.get(MIGRATE_4_KEY).unwrap().is_none());
+            store.close().unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -300,11 +300,26 @@ impl TestServer {
             .map(tonic::Response::into_inner)
     }
 
+    /// Moves a ticket; WAITING_VENDOR names vendor "acme", case "CASE-1".
     pub async fn set_status(
         &self,
         ticket: &str,
         expert: &str,
         status: pb::TicketStatus,
+    ) -> Result<pb::Ticket, tonic::Status> {
+        let vendor = (status == pb::TicketStatus::WaitingVendor).then(|| pb::Vendor {
+            name: "acme".into(),
+            reference: "CASE-1".into(),
+        });
+        self.set_status_with(ticket, expert, status, vendor).await
+    }
+
+    pub async fn set_status_with(
+        &self,
+        ticket: &str,
+        expert: &str,
+        status: pb::TicketStatus,
+        vendor: Option<pb::Vendor>,
     ) -> Result<pb::Ticket, tonic::Status> {
         self.tickets
             .clone()
@@ -313,6 +328,7 @@ impl TestServer {
                 expert_id: expert.into(),
                 status: status as i32,
                 note: String::new(),
+                vendor,
             })
             .await
             .map(tonic::Response::into_inner)
