@@ -7,8 +7,10 @@
 //! the given values into three TOML tables and overlays them in that order,
 //! so a new setting needs no layering code of its own.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -16,6 +18,8 @@ use clap::{ArgMatches, Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthLimits;
+use crate::domain::sla::{Calendar, WorkingHours};
+use crate::domain::{DeskError, Priority, SlaPolicies};
 use crate::server::{AuthMode, ServerConfig, TlsFiles};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -126,6 +130,139 @@ pub struct Settings {
     /// the TLS handshake) before it is closed.
     #[arg(long, env = "SWARMDESK_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub handshake_timeout: u64,
+    /// Seconds the owner of an active P1 or P2 ticket may be offline (no
+    /// open Subscribe stream) before the ticket is routed again.
+    #[arg(long, env = "SWARMDESK_OWNER_GRACE", default_value_t = 600)]
+    pub owner_grace: u64,
+    /// Service levels per priority and business calendars: the `[sla]`
+    /// table of the config file (see deploy/swarmdesk.toml).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "SlaSettings::is_default")]
+    pub sla: SlaSettings,
+}
+
+/// Keys only the config file sets (they have no flag).
+const FILE_ONLY_KEYS: &[&str] = &["sla"];
+
+/// `[sla]`: a policy per priority and named business calendars.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p1: Option<PolicySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p2: Option<PolicySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p3: Option<PolicySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p4: Option<PolicySettings>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calendars: BTreeMap<String, CalendarSettings>,
+}
+
+/// One priority's targets (durations such as "15m", "4h", "3days"; each
+/// left out keeps its default) and the calendar they count in.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_response: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<String>,
+    /// A name under `[sla.calendars]`; none: around the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
+}
+
+/// Working hours per weekday (`mon = "09:00-17:00"`; days left out are
+/// not worked), an IANA time zone, and holidays (`YYYY-MM-DD`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarSettings {
+    pub time_zone: String,
+    pub hours: BTreeMap<Weekday, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holidays: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl SlaSettings {
+    fn is_default(&self) -> bool {
+        self == &SlaSettings::default()
+    }
+
+    /// The policies these settings describe; every error names its key.
+    pub fn policies(&self) -> Result<SlaPolicies, ConfigError> {
+        let invalid = |e: DeskError| ConfigError::Invalid(e.to_string());
+        let mut calendars = BTreeMap::new();
+        for (name, c) in &self.calendars {
+            let field = format!("sla.calendars.{name}");
+            let mut week = [None; 7];
+            for (day, hours) in &c.hours {
+                let key = format!("{field}.hours.{}", format!("{day:?}").to_lowercase());
+                week[*day as usize] = Some(WorkingHours::parse(&key, hours).map_err(invalid)?);
+            }
+            let calendar =
+                Calendar::new(&field, &c.time_zone, week, &c.holidays).map_err(invalid)?;
+            calendars.insert(name.clone(), Arc::new(calendar));
+        }
+        let defaults = SlaPolicies::default();
+        let policy = |priority: Priority, given: &Option<PolicySettings>| {
+            let mut policy = defaults.for_priority(priority).clone();
+            let Some(given) = given else {
+                return Ok(policy);
+            };
+            let field = format!("sla.{priority}");
+            let limit = |name: &str, raw: &Option<String>, default: i64| match raw {
+                None => Ok(default),
+                Some(raw) => humantime::parse_duration(raw)
+                    .map_err(|e| ConfigError::Invalid(format!("{field}.{name}: {raw:?}: {e}")))
+                    .and_then(|d| {
+                        i64::try_from(d.as_micros())
+                            .ok()
+                            .filter(|m| *m > 0)
+                            .ok_or_else(|| {
+                                ConfigError::Invalid(format!("{field}.{name}: must be above zero"))
+                            })
+                    }),
+            };
+            policy.own = limit("own", &given.own, policy.own)?;
+            policy.first_response = limit(
+                "first_response",
+                &given.first_response,
+                policy.first_response,
+            )?;
+            policy.resolve = limit("resolve", &given.resolve, policy.resolve)?;
+            if let Some(name) = &given.calendar {
+                let calendar = calendars.get(name).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "{field}.calendar: no calendar {name:?} under [sla.calendars]"
+                    ))
+                })?;
+                policy.calendar = Some(calendar.clone());
+            }
+            Ok(policy)
+        };
+        Ok(SlaPolicies::new(
+            policy(Priority::P1, &self.p1)?,
+            policy(Priority::P2, &self.p2)?,
+            policy(Priority::P3, &self.p3)?,
+            policy(Priority::P4, &self.p4)?,
+        ))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,9 +303,10 @@ impl Settings {
         let (mut merged, mut given) = (toml::Table::new(), toml::Table::new());
         for (key, value) in parsed {
             // A value counts as given when it came from a flag or the environment.
-            let from_user = matches
-                .value_source(&key)
-                .is_some_and(|s| s != ValueSource::DefaultValue);
+            let from_user = !FILE_ONLY_KEYS.contains(&key.as_str())
+                && matches
+                    .value_source(&key)
+                    .is_some_and(|s| s != ValueSource::DefaultValue);
             if from_user {
                 given.insert(key, value);
             } else {
@@ -235,7 +373,79 @@ impl Settings {
             max_streams_per_connection: self.max_streams_per_connection,
             request_timeout: seconds("request_timeout", self.request_timeout)?,
             handshake_timeout: seconds("handshake_timeout", self.handshake_timeout)?,
+            owner_grace: Duration::from_secs(self.owner_grace),
+            sla: self.sla.policies()?,
             ..ServerConfig::new(&self.data_dir)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::sla::ClockState;
+    use crate::domain::TicketState;
+
+    fn parse(text: &str) -> Result<SlaPolicies, ConfigError> {
+        let sla: SlaSettings = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "test".into(),
+            message: e.message().to_owned(),
+        })?;
+        sla.policies()
+    }
+
+    #[test]
+    fn sla_tables_override_defaults_and_name_bad_keys() {
+        let policies = parse(
+            r#"
+            [p2]
+            own = "2m"
+            resolve = "8h"
+            calendar = "office"
+            [calendars.office]
+            time_zone = "America/New_York"
+            hours = { mon = "09:00-17:00", fri = "09:00-13:00" }
+            holidays = ["2026-12-25"]
+            "#,
+        )
+        .unwrap();
+        let p2 = policies.for_priority(Priority::P2);
+        assert_eq!(p2.own, 120_000_000);
+        assert_eq!(p2.first_response, 3_600_000_000, "default kept");
+        assert!(p2.calendar.is_some());
+        let p1 = policies.for_priority(Priority::P1);
+        assert_eq!(p1.own, 300_000_000);
+        assert!(p1.calendar.is_none());
+        // The calendar counts: Friday 12:00 New York + 8 working hours is
+        // Monday 16:00 (Friday closes at 13:00).
+        let mut state = TicketState::blank(0, p2.fresh_clocks());
+        let blank = state.clone();
+        let friday_noon = "2026-11-27T17:00:00Z".parse::<jiff::Timestamp>().unwrap();
+        p2.track(&blank, &mut state, friday_noon.as_microsecond());
+        let due = "2026-11-30T21:00:00Z".parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(
+            state.sla.resolve.state,
+            ClockState::Running {
+                due: due.as_microsecond()
+            }
+        );
+
+        for (text, names) in [
+            ("[p1]\nown = \"soon\"", "sla.p1.own"),
+            ("[p1]\nown = \"0s\"", "sla.p1.own"),
+            ("[p3]\ncalendar = \"none\"", "sla.p3.calendar"),
+            (
+                "[calendars.x]\ntime_zone = \"Nowhere/Land\"\nhours = { mon = \"09:00-17:00\" }",
+                "sla.calendars.x.time_zone",
+            ),
+            (
+                "[calendars.x]\ntime_zone = \"UTC\"\nhours = { mon = \"17:00-09:00\" }",
+                "sla.calendars.x.hours.mon",
+            ),
+            ("[p1]\nownn = \"5m\"", "ownn"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(names), "{text}: {err}");
+        }
     }
 }

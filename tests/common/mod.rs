@@ -166,9 +166,20 @@ impl TestServer {
 
     /// Stops and starts again on the same data dir.
     pub async fn restart(self) -> TestServer {
+        let config = ServerConfig::new(&self.data_dir);
+        self.restart_with(config).await
+    }
+
+    /// Stops and starts again on the same data dir with `config` (its
+    /// data dir is replaced by this server's).
+    pub async fn restart_with(self, config: ServerConfig) -> TestServer {
         let path = self.data_dir.clone();
         let dir = self.stop().await;
-        let mut server = spawn_server_with(ServerConfig::new(path)).await;
+        let mut server = spawn_server_with(ServerConfig {
+            data_dir: path,
+            ..config
+        })
+        .await;
         server._dir = dir;
         server
     }
@@ -384,6 +395,7 @@ pub const L3: i32 = pb::Rank::L3 as i32;
 pub const P1: i32 = pb::Priority::P1 as i32;
 pub const P2: i32 = pb::Priority::P2 as i32;
 pub const P3: i32 = pb::Priority::P3 as i32;
+pub const P4: i32 = pb::Priority::P4 as i32;
 
 /// The next message of a stream, failing the test if none comes in time.
 pub async fn next<T>(stream: &mut Streaming<T>) -> T {
@@ -392,6 +404,21 @@ pub async fn next<T>(stream: &mut Streaming<T>) -> T {
         .expect("timed out waiting for a stream message")
         .expect("stream failed")
         .expect("stream ended")
+}
+
+/// The next message of a stream that `wanted` accepts, skipping others.
+pub async fn next_where<T>(stream: &mut Streaming<T>, wanted: impl Fn(&T) -> bool) -> T {
+    loop {
+        let message = next(stream).await;
+        if wanted(&message) {
+            return message;
+        }
+    }
+}
+
+/// Whether a stream stays silent for `quiet`.
+pub async fn silent_for<T>(stream: &mut Streaming<T>, quiet: Duration) -> bool {
+    tokio::time::timeout(quiet, stream.message()).await.is_err()
 }
 
 /// (ticket id, reason, event type) of a swarm event, for compact asserts.
