@@ -40,9 +40,16 @@ pub enum Filter {
     Expert(Viewer),
     /// A requester's view of one ticket.
     Ticket(TicketId),
+    /// Every event, as stored: for the server's own consumers (stats).
+    All,
 }
 
 impl Filter {
+    /// Whether a client holds the subscription (what `open_streams` counts).
+    fn is_client(&self) -> bool {
+        !matches!(self, Filter::All)
+    }
+
     /// The event as this subscriber sees it, with why, or `None`.
     fn admit(&self, event: &Arc<TicketEvent>) -> Option<Delivery> {
         match self {
@@ -60,6 +67,10 @@ impl Filter {
                 })
             }
             Filter::Ticket(_) => None,
+            Filter::All => Some(Delivery {
+                event: event.clone(),
+                reason: None,
+            }),
         }
     }
 }
@@ -86,6 +97,7 @@ struct Index {
     by_tag: HashMap<Tag, HashSet<SubId>>,
     by_expert: HashMap<ExpertId, HashSet<SubId>>,
     by_ticket: HashMap<TicketId, HashSet<SubId>>,
+    all: HashSet<SubId>,
 }
 
 fn unlink<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<SubId>>, key: &K, id: SubId) {
@@ -112,6 +124,9 @@ impl Index {
             Filter::Ticket(ticket) => {
                 self.by_ticket.entry(*ticket).or_default().insert(id);
             }
+            Filter::All => {
+                self.all.insert(id);
+            }
         }
         self.subscribers.insert(id, subscriber);
     }
@@ -128,6 +143,9 @@ impl Index {
                 unlink(&mut self.by_expert, &viewer.expert, id);
             }
             Filter::Ticket(ticket) => unlink(&mut self.by_ticket, ticket, id),
+            Filter::All => {
+                self.all.remove(&id);
+            }
         }
     }
 
@@ -147,6 +165,7 @@ impl Index {
         if let Some(set) = self.by_ticket.get(&event.ticket_id()) {
             into.extend(set);
         }
+        into.extend(&self.all);
         into.sort_unstable();
         into.dedup();
     }
@@ -260,7 +279,9 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> Subscription {
         let (registration, rx, upto) = self.register(filter.clone());
-        crate::metrics::metrics().open_streams.inc();
+        if filter.is_client() {
+            crate::metrics::metrics().open_streams.inc();
+        }
         Subscription {
             hub: self.clone(),
             store,
@@ -415,7 +436,7 @@ impl Subscription {
     /// replay has reached the watermark.
     fn replay_page(&mut self) -> Result<bool, DeskError> {
         let page = match &self.filter {
-            Filter::Expert(_) => {
+            Filter::Expert(_) | Filter::All => {
                 self.store
                     .events_between(self.cursor.position, self.upto, REPLAY_PAGE)
             }
@@ -502,7 +523,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        crate::metrics::metrics().open_streams.dec();
+        if self.filter.is_client() {
+            crate::metrics::metrics().open_streams.dec();
+        }
     }
 }
 

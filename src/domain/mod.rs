@@ -10,6 +10,7 @@ pub mod event;
 pub mod lifecycle;
 pub mod routing;
 pub mod sla;
+pub mod stats;
 
 pub use access::{BotName, Grant, Operation, Principal, Role, TokenId, TokenRecord};
 pub use error::DeskError;
