@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AuthLimits, TokenRegistry};
 use crate::domain::lifecycle::{self, Author, Move};
 use crate::domain::routing::{self, PendingQueue, PendingTicket};
+use crate::domain::stats::Bucket;
 use crate::domain::{
     check_short_text, check_skill_list, check_text, BotName, ContactChannel, DeskError, EventKind,
     Expert, ExpertId, NamedSwarm, Presence, Priority, Skill, SkillRequirement, SlaPolicies,
@@ -27,6 +28,7 @@ use crate::domain::{
     MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES, MAX_TITLE_CHARS,
 };
 use crate::hub::{Filter, Hub, Start, Subscription};
+use crate::stats::StatsKeeper;
 use crate::store::{Commit, Lsn, NewEvent, Receipt, Store, StoreError};
 use crate::timers::{Clock, SystemClock, Timers};
 
@@ -241,6 +243,7 @@ struct Inner {
     timers: Arc<Timers<Deadline>>,
     /// Experts not seen online since the desk opened count as offline from here.
     opened_at: UnixMicros,
+    stats: Arc<StatsKeeper>,
 }
 
 /// Sets a ticket's service-level timer to its earliest pending deadline.
@@ -325,6 +328,7 @@ impl Desk {
             "desk loaded"
         );
         hub.start_at(store.last_position());
+        let stats = StatsKeeper::open(store.clone())?;
         Ok(Desk {
             inner: Arc::new(Inner {
                 store,
@@ -335,6 +339,7 @@ impl Desk {
                 options,
                 timers,
                 opened_at,
+                stats,
             }),
         })
     }
@@ -343,9 +348,39 @@ impl Desk {
         self.inner.options.clock.now_micros()
     }
 
+    /// Starts the background work, until `stop`: deadlines and stats.
+    pub fn start_background(&self, stop: CancellationToken) {
+        self.start_timers(stop.clone());
+        self.inner.stats.start(&self.inner.hub, stop);
+    }
+
+    /// The stats for `[from, to)`, counting every event written before
+    /// the call.
+    pub async fn stats(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+        tag: Option<&Tag>,
+    ) -> Result<Bucket, DeskError> {
+        if from >= to {
+            return Err(DeskError::invalid("from", "must be before to"));
+        }
+        let upto = self.inner.hub.published();
+        self.inner.stats.report(from, to, tag, upto).await
+    }
+
+    /// Snapshots the stats (before the store closes).
+    pub fn save_stats(&self) {
+        self.inner.stats.save();
+    }
+
+    pub fn now_micros(&self) -> UnixMicros {
+        self.now()
+    }
+
     /// Runs the deadlines (service levels, owners' grace) until `stop`.
     /// The task holds the desk weakly: dropping every desk ends it too.
-    pub fn start_timers(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    fn start_timers(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let timers = self.inner.timers.clone();
         let clock = self.inner.options.clock.clone();

@@ -39,5 +39,6 @@ pub mod listener;
 pub mod metrics;
 pub mod rpc;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod timers;

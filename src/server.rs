@@ -28,8 +28,10 @@ pub use crate::rpc::gate::AuthMode;
 use crate::rpc::gate::Authenticate;
 use crate::rpc::pb::admin_service_server::AdminServiceServer;
 use crate::rpc::pb::expert_service_server::ExpertServiceServer;
+use crate::rpc::pb::stats_service_server::StatsServiceServer;
 use crate::rpc::pb::ticket_service_server::TicketServiceServer;
 use crate::rpc::pb::FILE_DESCRIPTOR_SET;
+use crate::rpc::stats::StatsApi;
 use crate::rpc::tickets::TicketApi;
 use crate::rpc::DeskCell;
 use crate::store::sled::{SledConfig, SledStore};
@@ -205,6 +207,9 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health
         .set_service_status(<AdminServiceServer<AdminApi> as NamedService>::NAME, status)
         .await;
+    health
+        .set_service_status(<StatsServiceServer<StatsApi> as NamedService>::NAME, status)
+        .await;
 }
 
 fn read_tls(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
@@ -295,6 +300,11 @@ pub async fn run(
             .max_decoding_message_size(config.max_message_bytes),
         gate.clone(),
     );
+    let stats = InterceptedService::new(
+        StatsServiceServer::new(StatsApi::new(cell.clone()))
+            .max_decoding_message_size(config.max_message_bytes),
+        gate.clone(),
+    );
     let admin = InterceptedService::new(
         AdminServiceServer::new(AdminApi::new(cell.clone()))
             .max_decoding_message_size(config.max_message_bytes),
@@ -348,6 +358,7 @@ pub async fn run(
             .add_service(tickets)
             .add_service(experts)
             .add_service(admin)
+            .add_service(stats)
             .serve_with_incoming_shutdown(
                 capped_incoming(listener, config.max_connections, config.handshake_timeout),
                 draining,
@@ -371,7 +382,7 @@ pub async fn run(
         set_health(&health, ServingStatus::Serving).await;
         tracing::info!(?addr, data_dir = %config.data_dir.display(), tls = config.tls.is_some(), auth = ?config.auth, "serving");
         tokio::spawn(save_token_use(desk_handle.clone(), stop.clone()));
-        desk_handle.start_timers(stop.clone());
+        desk_handle.start_background(stop.clone());
     }
 
     let grace = config.shutdown_grace;
@@ -392,6 +403,7 @@ pub async fn run(
     if let Err(e) = desk_handle.tokens().save_last_used() {
         tracing::warn!(error = %e, "cannot store tokens' last use");
     }
+    desk_handle.save_stats();
     drop(desk_handle);
     let closed = tokio::task::spawn_blocking(move || store.close()).await?;
     closed?;

@@ -12,6 +12,7 @@ use crate::domain::{ContactChannel, Presence, Priority, Rank, TicketKind, Ticket
 use crate::rpc::pb;
 use crate::rpc::pb::admin_service_client::AdminServiceClient;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
+use crate::rpc::pb::stats_service_client::StatsServiceClient;
 use crate::rpc::pb::ticket_service_client::TicketServiceClient;
 use output::Printer;
 use tonic_health::pb::health_client::HealthClient;
@@ -243,6 +244,22 @@ pub enum ClientCommand {
         #[arg(long, requires = "vendor")]
         vendor_ref: Option<String>,
     },
+    /// Figures for a time range: tickets, times to each target, SLA
+    /// attainment, CSAT and each expert's contributions.
+    Stats {
+        /// Start, RFC 3339 (e.g. 2026-11-01T00:00:00Z); default: --last before --to.
+        #[arg(long, value_parser = parse_time, conflicts_with = "last")]
+        from: Option<prost_types::Timestamp>,
+        /// End, RFC 3339; default: now.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<prost_types::Timestamp>,
+        /// The range as a length before --to, e.g. 7days or 12h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        last: Option<std::time::Duration>,
+        /// Only tickets requiring this skill tag.
+        #[arg(long, default_value = "")]
+        tag: String,
+    },
     /// Rate a resolved ticket for its requester (1-5), once per resolution.
     Rate {
         ticket: String,
@@ -305,6 +322,16 @@ pub enum TokenCommand {
     },
     /// Revoke a token at once; its open streams end.
     Revoke { id: String },
+}
+
+fn parse_time(raw: &str) -> Result<prost_types::Timestamp, String> {
+    let t: jiff::Timestamp = raw
+        .parse()
+        .map_err(|e| format!("{raw:?} is not an RFC 3339 time: {e}"))?;
+    Ok(prost_types::Timestamp {
+        seconds: t.as_second(),
+        nanos: t.subsec_nanosecond(),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -617,6 +644,36 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
                 .map(|(name, reference)| pb::Vendor { name, reference });
             let reply = update_status(&mut tickets, ticket, expert, status, note, vendor);
             out.ticket(&reply.await?);
+        }
+        ClientCommand::Stats {
+            from,
+            to,
+            last,
+            tag,
+        } => {
+            let to = to.unwrap_or_else(|| {
+                let now = jiff::Timestamp::now();
+                prost_types::Timestamp {
+                    seconds: now.as_second(),
+                    nanos: now.subsec_nanosecond(),
+                }
+            });
+            let from = from.or_else(|| {
+                last.map(|d| prost_types::Timestamp {
+                    seconds: to.seconds - d.as_secs() as i64,
+                    nanos: to.nanos,
+                })
+            });
+            let request = pb::GetStatsRequest {
+                from,
+                to: Some(to),
+                tag,
+            };
+            let stats = StatsServiceClient::new(channel)
+                .get_stats(request)
+                .await?
+                .into_inner();
+            out.stats(&stats);
         }
         ClientCommand::Rate {
             ticket,

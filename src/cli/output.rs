@@ -359,4 +359,106 @@ impl Printer {
             println!("(more: --page-token {token})");
         }
     }
+
+    pub(super) fn stats(&self, s: &pb::Stats) {
+        let seconds = |d: &Option<prost_types::Duration>| {
+            d.as_ref()
+                .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+        };
+        let summary = |d: &Option<pb::DurationSummary>| {
+            let d = d.unwrap_or_default();
+            json!({"count": d.count, "median_seconds": seconds(&d.median), "p90_seconds": seconds(&d.p90)})
+        };
+        let value = json!({
+            "from": time(&s.from),
+            "to": time(&s.to),
+            "tag": s.tag,
+            "created": s.created,
+            "resolved": s.resolved,
+            "time_to_own": summary(&s.time_to_own),
+            "time_to_first_response": summary(&s.time_to_first_response),
+            "time_to_resolve": summary(&s.time_to_resolve),
+            "sla": s.sla.iter().map(|a| json!({
+                "target": label(a.target, SlaTarget::from_number),
+                "met": a.met,
+                "breached": a.breached,
+                "attainment": a.attainment,
+            })).collect::<Vec<_>>(),
+            "ratings": s.ratings,
+            "csat_average": s.csat_average,
+            "satisfied_share": s.satisfied_share,
+            "satisfied_goal": s.satisfied_goal,
+            "satisfied_goal_met": s.satisfied_goal_met,
+            "experts": s.experts.iter().map(|e| json!({
+                "expert_id": e.expert_id,
+                "resolved_as_owner": e.resolved_as_owner,
+                "swarms_joined": e.swarms_joined,
+                "internal_notes": e.internal_notes,
+                "helped_others_resolve": e.helped_others_resolve,
+            })).collect::<Vec<_>>(),
+        });
+        if self.json {
+            println!("{value}");
+            return;
+        }
+        println!(
+            "from {} to {}{}",
+            time(&s.from),
+            time(&s.to),
+            if s.tag.is_empty() {
+                String::new()
+            } else {
+                format!(" (tag {})", s.tag)
+            }
+        );
+        println!("created {}  resolved {}", s.created, s.resolved);
+        for (name, key) in [
+            ("own", "time_to_own"),
+            ("first response", "time_to_first_response"),
+            ("resolve", "time_to_resolve"),
+        ] {
+            let v = &value[key];
+            println!(
+                "time to {name:<15} n={:<6} median={:>10} p90={:>10}",
+                v["count"],
+                v["median_seconds"]
+                    .as_f64()
+                    .map_or("-".into(), |x| format!("{x:.1}s")),
+                v["p90_seconds"]
+                    .as_f64()
+                    .map_or("-".into(), |x| format!("{x:.1}s")),
+            );
+        }
+        for a in &s.sla {
+            println!(
+                "sla {:<15} met {:<6} breached {:<6} attainment {:.1}%",
+                label(a.target, SlaTarget::from_number),
+                a.met,
+                a.breached,
+                a.attainment * 100.0
+            );
+        }
+        println!(
+            "csat {} ratings, average {:.2}, satisfied {:.1}% (goal {:.0}%: {})",
+            s.ratings,
+            s.csat_average,
+            s.satisfied_share * 100.0,
+            s.satisfied_goal * 100.0,
+            if s.satisfied_goal_met {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+        for e in &s.experts {
+            println!(
+                "  {:<20} resolved {:<4} joined {:<4} notes {:<4} helped {}",
+                e.expert_id,
+                e.resolved_as_owner,
+                e.swarms_joined,
+                e.internal_notes,
+                e.helped_others_resolve
+            );
+        }
+    }
 }

@@ -141,10 +141,11 @@ pub enum Operation {
     SetPresence,
     Backup,
     ManageTokens,
+    GetStats,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 20] = {
+    pub const ALL: [Operation; 21] = {
         use Operation::*;
         [
             CreateTicket,
@@ -167,6 +168,7 @@ impl Operation {
             SetPresence,
             Backup,
             ManageTokens,
+            GetStats,
         ]
     };
 }
@@ -202,6 +204,7 @@ impl Principal {
                     | ReleaseTicket
                     | GetExpert
                     | ListExperts
+                    | GetStats
             ),
             Grant::Expert(_) => matches!(
                 op,
@@ -220,6 +223,7 @@ impl Principal {
                     | ListExperts
                     | Subscribe
                     | SetPresence
+                    | GetStats
             ),
             Grant::Bot(_) => matches!(
                 op,
@@ -467,7 +471,8 @@ mod tests {
                 TransferTicket,
                 ReleaseTicket,
                 GetExpert,
-                ListExperts
+                ListExperts,
+                GetStats
             ]
         );
         assert_eq!(
@@ -487,7 +492,8 @@ mod tests {
                 GetExpert,
                 ListExperts,
                 Subscribe,
-                SetPresence
+                SetPresence,
+                GetStats
             ]
         );
         assert_eq!(

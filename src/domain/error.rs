@@ -83,6 +83,10 @@ pub enum DeskError {
     #[error("server is shutting down")]
     ShuttingDown,
 
+    /// Derived data is still being brought up to date; retry shortly.
+    #[error("{0}")]
+    CatchingUp(String),
+
     #[error("storage failure: {0}")]
     Storage(String),
 }

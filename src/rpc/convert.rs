@@ -97,14 +97,25 @@ pub fn tags(field: &str, raw: &[String]) -> Result<Vec<Tag>, DeskError> {
         .collect()
 }
 
-fn timestamp(micros: UnixMicros) -> Option<Timestamp> {
+/// A request's timestamp as microseconds, refused when out of range.
+pub fn micros(field: &str, t: &Timestamp) -> Result<UnixMicros, DeskError> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(DeskError::invalid(field, "nanos must be in 0..1e9"));
+    }
+    t.seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(t.nanos / 1000)))
+        .ok_or_else(|| DeskError::invalid(field, "timestamp out of range"))
+}
+
+pub fn timestamp(micros: UnixMicros) -> Option<Timestamp> {
     Some(Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
     })
 }
 
-fn duration(micros: WorkMicros) -> prost_types::Duration {
+pub fn duration(micros: WorkMicros) -> prost_types::Duration {
     // Seconds and nanos carry the same sign, as the type requires.
     prost_types::Duration {
         seconds: micros / 1_000_000,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod convert;
 pub mod experts;
 pub mod gate;
+pub mod stats;
 pub mod tickets;
 
 use std::collections::HashMap;
@@ -75,6 +76,7 @@ pub fn status_of(error: DeskError) -> Status {
         DeskError::AtCapacity { .. } => (Code::ResourceExhausted, "AT_CAPACITY"),
         DeskError::Conflict(_) => (Code::Aborted, "CONFLICT"),
         DeskError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
+        DeskError::CatchingUp(_) => (Code::Unavailable, "CATCHING_UP"),
         DeskError::Storage(detail) => {
             // Logged once here; the client gets no internals.
             tracing::error!(%detail, "storage failure");
@@ -164,6 +166,7 @@ fn error_metadata(error: &DeskError) -> HashMap<String, String> {
         | DeskError::TooManyStreams(_)
         | DeskError::Conflict(_)
         | DeskError::ShuttingDown
+        | DeskError::CatchingUp(_)
         | DeskError::Storage(_) => {}
     }
     m

@@ -99,6 +99,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Stores a token record, replacing the one with its id.
     fn put_token(&self, token: &TokenRecord) -> Result<Lsn, StoreError>;
 
+    /// Stores a named blob the server keeps for itself (snapshots of
+    /// derived data, such as the stats aggregates), replacing the old one.
+    fn put_blob(&self, name: &str, value: &[u8]) -> Result<Lsn, StoreError>;
+
+    fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Every token record (revoked ones too), read once at start-up.
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
 

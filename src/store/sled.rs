@@ -13,6 +13,7 @@
 //! r/<key>                   position          (idempotency)
 //! k/<token id>              TokenRecord       (hash of the secret, never the secret)
 //! m/status-counts           StatusCounts      (tickets per status)
+//! b/<name>                  bytes             (server blobs: stats snapshot)
 //! ```
 //! Schema 2 added `created_by` to TicketHeader; opening a schema 1 store
 //! rewrites its headers once ([`migrate_v1_headers`]). Schema 3 added
@@ -151,6 +152,10 @@ fn expert_key(id: &ExpertId) -> Vec<u8> {
 
 fn token_key(id: &TokenId) -> Vec<u8> {
     [b"k/", id.as_str().as_bytes()].concat()
+}
+
+fn blob_key(name: &str) -> Vec<u8> {
+    [b"b/", name.as_bytes()].concat()
 }
 
 fn request_key(k: &str) -> Vec<u8> {
@@ -1030,6 +1035,25 @@ impl Store for SledStore {
             .insert(token_key(&token.id), bytes)
             .map_err(|e| self.poison(backend(e)))?;
         Ok(self.written(&mut seq, Vec::new()))
+    }
+
+    fn put_blob(&self, name: &str, value: &[u8]) -> Result<Lsn, StoreError> {
+        let mut seq = lock(&self.shared.sequencer);
+        self.refuse_if_failed()?;
+        self.shared
+            .tree
+            .insert(blob_key(name), value)
+            .map_err(|e| self.poison(backend(e)))?;
+        Ok(self.written(&mut seq, Vec::new()))
+    }
+
+    fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .shared
+            .tree
+            .get(blob_key(name))
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {

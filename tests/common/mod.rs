@@ -11,6 +11,7 @@ use swarmdesk::client::{with_token, AuthedChannel, ClientTls};
 use swarmdesk::rpc::pb;
 use swarmdesk::rpc::pb::admin_service_client::AdminServiceClient;
 use swarmdesk::rpc::pb::expert_service_client::ExpertServiceClient;
+use swarmdesk::rpc::pb::stats_service_client::StatsServiceClient;
 use swarmdesk::rpc::pb::ticket_service_client::TicketServiceClient;
 use swarmdesk::server::{self, ServerConfig};
 use tempfile::TempDir;
@@ -28,6 +29,7 @@ pub struct Clients {
     pub tickets: TicketServiceClient<AuthedChannel>,
     pub experts: ExpertServiceClient<AuthedChannel>,
     pub admin: AdminServiceClient<AuthedChannel>,
+    pub stats: StatsServiceClient<AuthedChannel>,
 }
 
 impl Clients {
@@ -36,6 +38,7 @@ impl Clients {
         Clients {
             tickets: TicketServiceClient::new(channel.clone()),
             experts: ExpertServiceClient::new(channel.clone()),
+            stats: StatsServiceClient::new(channel.clone()),
             admin: AdminServiceClient::new(channel),
         }
     }
@@ -182,6 +185,16 @@ impl TestServer {
         .await;
         server._dir = dir;
         server
+    }
+
+    /// A channel that calls as `token`, for any service's client.
+    pub fn channel_for(&self, token: &str) -> AuthedChannel {
+        with_token(self.channel.clone(), Some(token)).unwrap()
+    }
+
+    /// A channel that calls as the admin.
+    pub fn admin_channel(&self) -> AuthedChannel {
+        self.channel_for(&self.admin_token)
     }
 
     /// Clients that call as `token`.
