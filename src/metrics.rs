@@ -200,10 +200,47 @@ pub struct RpcMetrics<S> {
     inner: S,
 }
 
-/// The method label: known services only, so that random paths cannot grow
+/// Every method path the server serves: its own services (from the
+/// compiled descriptors), health and reflection.
+fn known_methods() -> &'static std::collections::HashSet<String> {
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        use prost::Message;
+        let mut known = std::collections::HashSet::new();
+        for bytes in [
+            crate::rpc::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+                continue;
+            };
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        for version in ["v1", "v1alpha"] {
+            known.insert(format!(
+                "/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
+            ));
+        }
+        known
+    })
+}
+
+/// The method label: served methods only, so that random paths cannot grow
 /// the label set without bound.
 fn method_label(path: &str) -> String {
-    if path.starts_with("/swarmdesk.v1.") || path.starts_with("/grpc.") {
+    if known_methods().contains(path) {
         path.to_owned()
     } else {
         "other".to_owned()
@@ -248,5 +285,30 @@ where
                 .observe(started.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+
+    #[test]
+    fn only_served_methods_get_their_own_label() {
+        for served in [
+            "/swarmdesk.v1.TicketService/CreateTicket",
+            "/swarmdesk.v1.StatsService/GetStats",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(method_label(served), served);
+        }
+        for unknown in [
+            "/swarmdesk.v1.TicketService/Nope",
+            "/swarmdesk.v1.Random123/X",
+            "/",
+            "/grpc.x/y",
+        ] {
+            assert_eq!(method_label(unknown), "other", "{unknown}");
+        }
     }
 }
