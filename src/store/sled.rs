@@ -591,6 +591,20 @@ struct EventRecordV3 {
     tail: Option<CommitTail>,
 }
 
+impl EventRecordV3 {
+    fn upgrade(self) -> EventRecord {
+        EventRecord {
+            ticket: self.ticket,
+            at: self.at,
+            actor: self.actor,
+            kind: self.kind,
+            state: self.state.upgrade(),
+            commit_first: self.commit_first,
+            tail: self.tail,
+        }
+    }
+}
+
 /// Rewrites every event and ticket state of a schema 3 (or older) store in
 /// the schema 4 form, then indexes live tickets. Each chunk is one sled
 /// batch that also records the last key it rewrote, so a crash part way
@@ -622,16 +636,7 @@ fn migrate_v3_states(db: &sled::Db) -> Result<(), StoreError> {
                     break;
                 }
                 let bytes = if prefix == b"e/" {
-                    let old: EventRecordV3 = decode("schema 3 event", &v)?;
-                    encode(&EventRecord {
-                        ticket: old.ticket,
-                        at: old.at,
-                        actor: old.actor,
-                        kind: old.kind,
-                        state: old.state.upgrade(),
-                        commit_first: old.commit_first,
-                        tail: old.tail,
-                    })?
+                    encode(&decode::<EventRecordV3>("schema 3 event", &v)?.upgrade())?
                 } else {
                     encode(&decode::<TicketStateV3>("schema 3 ticket state", &v)?.upgrade())?
                 };
@@ -1575,16 +1580,7 @@ mod tests {
             }
             // Half done: the first event was rewritten before a crash.
             let first = db.get(key(b'e', 1)).unwrap().unwrap();
-            let old: EventRecordV3 = decode("event", &first).unwrap();
-            let new = EventRecord {
-                ticket: old.ticket,
-                at: old.at,
-                actor: old.actor,
-                kind: old.kind,
-                state: old.state.upgrade(),
-                commit_first: old.commit_first,
-                tail: old.tail,
-            };
+            let new = decode::<EventRecordV3>("event", &first).unwrap().upgrade();
             db.insert(key(b'e', 1), encode(&new).unwrap()).unwrap();
             db.insert(MIGRATE_4_KEY, key(b'e', 1).to_vec()).unwrap();
             db.flush().unwrap();
