@@ -344,7 +344,8 @@ impl Desk {
         })
     }
 
-    fn now(&self) -> UnixMicros {
+    /// The desk's clock (event times, service levels).
+    pub fn now(&self) -> UnixMicros {
         self.inner.options.clock.now_micros()
     }
 
@@ -372,10 +373,6 @@ impl Desk {
     /// Snapshots the stats (before the store closes).
     pub fn save_stats(&self) {
         self.inner.stats.save();
-    }
-
-    pub fn now_micros(&self) -> UnixMicros {
-        self.now()
     }
 
     /// Runs the deadlines (service levels, owners' grace) until `stop`.
@@ -446,18 +443,11 @@ impl Desk {
             return Ok(());
         }
         let now = self.now();
-        let grace = self.inner.options.owner_grace;
-        let since = state
-            .offline_since
-            .get(expert)
-            .copied()
-            .unwrap_or(self.inner.opened_at);
-        if since + micros(grace) > now {
-            self.inner
-                .timers
-                .set(Deadline::OwnerAway(expert.clone()), since + micros(grace));
+        if self.absence_deadline(&state, expert) > now {
+            self.watch_absence(&state, expert);
             return Ok(());
         }
+        let grace = self.inner.options.owner_grace;
         let owned: Vec<TicketId> = state
             .urgent
             .get(expert)
@@ -512,15 +502,21 @@ impl Desk {
 
     /// Sets the grace timer of an offline owner of urgent tickets.
     fn watch_absence(&self, state: &RoutingState, expert: &ExpertId) {
+        let at = self.absence_deadline(state, expert);
+        self.inner
+            .timers
+            .set(Deadline::OwnerAway(expert.clone()), at);
+    }
+
+    /// When an offline expert's grace runs out (offline since the desk
+    /// opened, unless seen online since).
+    fn absence_deadline(&self, state: &RoutingState, expert: &ExpertId) -> UnixMicros {
         let since = state
             .offline_since
             .get(expert)
             .copied()
             .unwrap_or(self.inner.opened_at);
-        let at = since + micros(self.inner.options.owner_grace);
-        self.inner
-            .timers
-            .set(Deadline::OwnerAway(expert.clone()), at);
+        since + micros(self.inner.options.owner_grace)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -58,8 +58,8 @@ fn is_breach(e: &pb::SwarmEvent) -> bool {
     e.event.as_ref().is_some_and(|e| breach_target(e).is_some())
 }
 
-/// Every event of a ticket so far, through the ticket's watch (as admin,
-/// which sees breaches too through GetTicket; the watch hides them).
+/// The breach targets recorded for a ticket, from a replay of an expert
+/// stream that follows it (the customer's watch hides breaches).
 async fn breaches_in_history(server: &TestServer, expert: &str, ticket: &str) -> Vec<String> {
     // Replaying an expert stream from 0 shows what the store holds.
     let mut replay = server.subscribe_with(expert, &[], 0).await.unwrap();

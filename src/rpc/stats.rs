@@ -37,7 +37,7 @@ impl StatsService for StatsApi {
         let desk = super::ready_desk(&self.desk)?;
         let to = match &r.to {
             Some(t) => convert::micros("to", t).map_err(status_of)?,
-            None => desk.now_micros(),
+            None => desk.now(),
         };
         let from = match &r.from {
             Some(t) => convert::micros("from", t).map_err(status_of)?,
