@@ -11,23 +11,28 @@
 //! is what will keep the single-owner rule across nodes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthLimits, TokenRegistry};
+use crate::domain::knowledge::KnowledgeUse;
 use crate::domain::lifecycle::{self, Author, Move};
 use crate::domain::routing::{self, PendingQueue, PendingTicket};
 use crate::domain::stats::Bucket;
 use crate::domain::{
-    check_short_text, check_skill_list, check_text, BotName, ContactChannel, DeskError, EventKind,
-    Expert, ExpertId, NamedSwarm, Presence, Priority, Skill, SkillRequirement, SlaPolicies,
-    SlaTarget, Tag, Ticket, TicketEvent, TicketHeader, TicketId, TicketKind, TicketState,
-    TicketStatus, UnixMicros, VendorRef, Viewer, Visibility, DEFAULT_CAPACITY, MAX_BODY_BYTES,
-    MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES, MAX_TITLE_CHARS,
+    check_short_text, check_skill_list, check_text, ArticleContent, ArticleLink, BotName,
+    ContactChannel, DeskError, EventKind, Expert, ExpertId, KnowledgeCounts, NamedSwarm, Presence,
+    Priority, Skill, SkillRequirement, SlaPolicies, SlaTarget, Tag, Ticket, TicketEvent,
+    TicketHeader, TicketId, TicketKind, TicketState, TicketStatus, UnixMicros, VendorRef, Viewer,
+    Visibility, DEFAULT_CAPACITY, MAX_BODY_BYTES, MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES,
+    MAX_TITLE_CHARS,
 };
 use crate::hub::{Filter, Hub, Start, Subscription};
+use crate::knowledge::index::Hit;
+use crate::knowledge::KnowledgeBase;
 use crate::stats::StatsKeeper;
 use crate::store::{Commit, Lsn, NewEvent, Receipt, Store, StoreError};
 use crate::timers::{Clock, SystemClock, Timers};
@@ -66,6 +71,9 @@ pub struct DeskOptions {
     /// before the ticket goes back to routing.
     pub owner_grace: Duration,
     pub clock: Arc<dyn Clock>,
+    /// Where the knowledge base's search index lives; `None`: in memory
+    /// (rebuilt from the store at every start).
+    pub knowledge_index: Option<PathBuf>,
 }
 
 impl Default for DeskOptions {
@@ -74,6 +82,7 @@ impl Default for DeskOptions {
             sla: SlaPolicies::default(),
             owner_grace: Duration::from_secs(600),
             clock: Arc::new(SystemClock),
+            knowledge_index: None,
         }
     }
 }
@@ -244,6 +253,7 @@ struct Inner {
     /// Experts not seen online since the desk opened count as offline from here.
     opened_at: UnixMicros,
     stats: Arc<StatsKeeper>,
+    knowledge: KnowledgeBase,
 }
 
 /// Sets a ticket's service-level timer to its earliest pending deadline.
@@ -329,6 +339,11 @@ impl Desk {
         );
         hub.start_at(store.last_position());
         let stats = StatsKeeper::open(store.clone())?;
+        let knowledge = KnowledgeBase::open(
+            store.clone(),
+            options.knowledge_index.as_deref(),
+            options.clock.clone(),
+        )?;
         Ok(Desk {
             inner: Arc::new(Inner {
                 store,
@@ -340,6 +355,7 @@ impl Desk {
                 timers,
                 opened_at,
                 stats,
+                knowledge,
             }),
         })
     }
@@ -356,18 +372,20 @@ impl Desk {
     }
 
     /// The stats for `[from, to)`, counting every event written before
-    /// the call.
+    /// the call, with the uses of knowledge outside tickets.
     pub async fn stats(
         &self,
         from: UnixMicros,
         to: UnixMicros,
         tag: Option<&Tag>,
-    ) -> Result<Bucket, DeskError> {
+    ) -> Result<(Bucket, KnowledgeCounts), DeskError> {
         if from >= to {
             return Err(DeskError::invalid("from", "must be before to"));
         }
         let upto = self.inner.hub.published();
-        self.inner.stats.report(from, to, tag, upto).await
+        let tickets = self.inner.stats.report(from, to, tag, upto).await?;
+        let knowledge = self.inner.knowledge.counts(from, to, tag)?;
+        Ok((tickets, knowledge))
     }
 
     /// Snapshots the stats (before the store closes).
@@ -517,6 +535,10 @@ impl Desk {
             .copied()
             .unwrap_or(self.inner.opened_at);
         since + micros(self.inner.options.owner_grace)
+    }
+
+    pub fn knowledge(&self) -> &KnowledgeBase {
+        &self.inner.knowledge
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -715,10 +737,20 @@ impl Desk {
     // ---- tickets ----
 
     /// Creates a ticket and routes it; `false` when `request_id` matched an
-    /// earlier create, whose ticket is returned as it is now.
-    pub async fn create_ticket(&self, new: NewTicket) -> Result<(Ticket, bool), DeskError> {
+    /// earlier create, whose ticket is returned as it is now. The hits are
+    /// the published articles suggested for its text (recorded on the
+    /// ticket when it is created).
+    pub async fn create_ticket(
+        &self,
+        new: NewTicket,
+    ) -> Result<(Ticket, bool, Vec<Hit>), DeskError> {
         self.check_running()?;
         new.validate()?;
+        let suggestions = self
+            .inner
+            .knowledge
+            .suggest_for_ticket(&new.title, &new.description)
+            .await;
         let key = new
             .request_id
             .as_deref()
@@ -763,25 +795,37 @@ impl Desk {
                 if header.priority == Priority::P1 {
                     first.escalated.push(NamedSwarm::Sev1.tag());
                 }
-                let change = Move {
-                    state: first,
-                    kind: EventKind::Created,
-                };
+                let mut moves = vec![];
+                if !suggestions.is_empty() {
+                    let articles = suggestions.iter().map(|h| h.id).collect();
+                    moves.push(lifecycle::annotate(
+                        &first,
+                        EventKind::ArticlesSuggested { articles },
+                    ));
+                }
+                moves.insert(
+                    0,
+                    Move {
+                        state: first,
+                        kind: EventKind::Created,
+                    },
+                );
                 let (receipt, written) = self.commit_moves(
                     &mut state,
                     &blank,
                     Some(header),
-                    vec![change],
+                    moves,
                     &new.requester,
                     key,
                 )?;
                 let event = &receipt.events[0];
                 tracing::info!(ticket = %id, owner = ?owner.as_ref().map(ExpertId::as_str), position = event.position, "ticket created");
-                (event.ticket.clone(), written.lsn, true)
+                let last = receipt.events.last().unwrap_or(event);
+                (last.ticket.clone(), written.lsn, true)
             }
         };
         self.durable(lsn).await?;
-        Ok((ticket, created))
+        Ok((ticket, created, suggestions))
     }
 
     fn known_request(&self, key: Option<&str>) -> Result<Option<u64>, DeskError> {
@@ -1017,7 +1061,10 @@ impl Desk {
         Ok(ticket)
     }
 
-    /// The owner moves the ticket; `vendor` goes with WAITING_VENDOR only.
+    /// The owner moves the ticket; `vendor` goes with WAITING_VENDOR only,
+    /// `knowledge` with RESOLVED only (a captured draft is written before
+    /// the resolution is committed, once the resolution is known to be
+    /// allowed).
     pub async fn update_status(
         &self,
         id: TicketId,
@@ -1025,16 +1072,76 @@ impl Desk {
         status: TicketStatus,
         note: String,
         vendor: Option<VendorRef>,
+        knowledge: Option<KnowledgeUse>,
     ) -> Result<Ticket, DeskError> {
         check_text("note", &note, MAX_NOTE_BYTES)?;
         lifecycle::check_vendor(status, vendor.as_ref())?;
+        if knowledge.is_some() && status != TicketStatus::Resolved {
+            return Err(DeskError::invalid(
+                "knowledge",
+                "an article is reused or captured by a resolution (TICKET_STATUS_RESOLVED) only",
+            ));
+        }
+        let link = match knowledge {
+            None => None,
+            Some(KnowledgeUse::Reuse(article)) => {
+                self.inner
+                    .knowledge
+                    .get(article)?
+                    .require_published("only a published article can be reused")?;
+                Some((article, ArticleLink::Reused))
+            }
+            Some(KnowledgeUse::Capture { title, body, tags }) => {
+                let ticket = self.load_ticket(id)?;
+                self.lock().expert(expert)?;
+                // Refused now rather than after the draft is written.
+                lifecycle::update_status(&ticket, expert, status, note.clone(), None, self.now())?;
+                let content = ArticleContent {
+                    title: if title.trim().is_empty() {
+                        ticket.header.title.clone()
+                    } else {
+                        title
+                    },
+                    body: if body.trim().is_empty() {
+                        note.clone()
+                    } else {
+                        body
+                    },
+                    tags: tags.unwrap_or_else(|| {
+                        ticket.header.skills.iter().map(|s| s.tag.clone()).collect()
+                    }),
+                };
+                content.validate().map_err(|e| match e {
+                    DeskError::Invalid { field, reason } if field == "body" => DeskError::invalid(
+                        "capture_article.body",
+                        format!("{reason}: give one, or a status note to capture"),
+                    ),
+                    DeskError::Invalid { field, reason } => {
+                        DeskError::invalid(format!("capture_article.{field}"), reason)
+                    }
+                    other => other,
+                })?;
+                let draft = self
+                    .inner
+                    .knowledge
+                    .create(content, expert.as_str().to_owned(), Some(id))
+                    .await?;
+                Some((draft.id, ArticleLink::Captured))
+            }
+        };
         let now = self.now();
         let (ticket, _) = self
             .change_ticket(id, expert.as_str(), None, |state, ticket| {
                 state.expert(expert)?;
-                Ok(vec![lifecycle::update_status(
-                    ticket, expert, status, note, vendor, now,
-                )?])
+                let resolution =
+                    lifecycle::update_status(ticket, expert, status, note, vendor, now)?;
+                let linked = link.map(|(article, link)| {
+                    lifecycle::annotate(
+                        &resolution.state,
+                        EventKind::ArticleLinked { article, link },
+                    )
+                });
+                Ok(std::iter::once(resolution).chain(linked).collect())
             })
             .await?;
         Ok(ticket)

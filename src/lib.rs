@@ -35,6 +35,7 @@ pub mod config;
 pub mod desk;
 pub mod domain;
 pub mod hub;
+pub mod knowledge;
 pub mod listener;
 pub mod metrics;
 pub mod rpc;

@@ -26,8 +26,10 @@ use crate::rpc::admin::AdminApi;
 use crate::rpc::experts::ExpertApi;
 pub use crate::rpc::gate::AuthMode;
 use crate::rpc::gate::Authenticate;
+use crate::rpc::knowledge::KnowledgeApi;
 use crate::rpc::pb::admin_service_server::AdminServiceServer;
 use crate::rpc::pb::expert_service_server::ExpertServiceServer;
+use crate::rpc::pb::knowledge_service_server::KnowledgeServiceServer;
 use crate::rpc::pb::stats_service_server::StatsServiceServer;
 use crate::rpc::pb::ticket_service_server::TicketServiceServer;
 use crate::rpc::pb::FILE_DESCRIPTOR_SET;
@@ -156,6 +158,10 @@ fn check_writable(dir: &std::path::Path) -> Result<(), ServerError> {
         })
 }
 
+/// Where, under the data dir, the knowledge base's search index lives
+/// (derived data: rebuilt from the store when missing).
+pub const KNOWLEDGE_INDEX_DIR: &str = "knowledge-index";
+
 /// Opens the store and desk for `config` (recovery happens here).
 pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
@@ -177,6 +183,7 @@ pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), 
         let options = DeskOptions {
             sla: config.sla.clone(),
             owner_grace: config.owner_grace,
+            knowledge_index: Some(config.data_dir.join(KNOWLEDGE_INDEX_DIR)),
             ..DeskOptions::default()
         };
         tokio::task::spawn_blocking(move || Desk::open(store, hub, limits, options)).await??
@@ -209,6 +216,12 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
         .await;
     health
         .set_service_status(<StatsServiceServer<StatsApi> as NamedService>::NAME, status)
+        .await;
+    health
+        .set_service_status(
+            <KnowledgeServiceServer<KnowledgeApi> as NamedService>::NAME,
+            status,
+        )
         .await;
 }
 
@@ -305,6 +318,11 @@ pub async fn run(
             .max_decoding_message_size(config.max_message_bytes),
         gate.clone(),
     );
+    let knowledge = InterceptedService::new(
+        KnowledgeServiceServer::new(KnowledgeApi::new(cell.clone()))
+            .max_decoding_message_size(config.max_message_bytes),
+        gate.clone(),
+    );
     let admin = InterceptedService::new(
         AdminServiceServer::new(AdminApi::new(cell.clone()))
             .max_decoding_message_size(config.max_message_bytes),
@@ -359,6 +377,7 @@ pub async fn run(
             .add_service(experts)
             .add_service(admin)
             .add_service(stats)
+            .add_service(knowledge)
             .serve_with_incoming_shutdown(
                 capped_incoming(listener, config.max_connections, config.handshake_timeout),
                 draining,

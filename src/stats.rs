@@ -19,7 +19,9 @@ use crate::domain::{DeskError, Tag, TicketEvent, TicketId, TicketState, TicketSt
 use crate::hub::{Filter, Hub, Start};
 use crate::store::Store;
 
-const SNAPSHOT_BLOB: &str = "stats";
+/// Named by the book's layout: a snapshot of another layout is not read
+/// (the book is recounted from the event log instead).
+const SNAPSHOT_BLOB: &str = "stats-2";
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 /// How long a report waits for the keeper to reach the events written
 /// before it was asked for.

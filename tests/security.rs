@@ -340,6 +340,7 @@ impl Matrix {
                     status: pb::TicketStatus::WaitingCustomer as i32,
                     note: String::new(),
                     vendor: None,
+                    knowledge: None,
                 })
                 .await
                 .map(drop),

@@ -313,6 +313,7 @@ async fn bad_ticket_operations_are_refused_and_change_nothing() {
                 status: 42,
                 note: String::new(),
                 vendor: None,
+                knowledge: None,
             })
             .await,
         Code::InvalidArgument,

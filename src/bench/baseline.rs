@@ -70,6 +70,7 @@ impl BenchBaseline for Baseline {
         Ok(Response::new(CreateTicketResponse {
             ticket: Some(ticket_from(request.into_inner())),
             created: true,
+            suggestions: Vec::new(),
         }))
     }
 
@@ -109,6 +110,7 @@ impl BenchBaseline for Baseline {
         Ok(Response::new(CreateTicketResponse {
             ticket: Some(ticket),
             created: true,
+            suggestions: Vec::new(),
         }))
     }
 }

@@ -8,10 +8,13 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::client::AuthedChannel;
-use crate::domain::{ContactChannel, Presence, Priority, Rank, TicketKind, TicketStatus};
+use crate::domain::{
+    ArticleState, ContactChannel, Presence, Priority, Rank, TicketKind, TicketStatus,
+};
 use crate::rpc::pb;
 use crate::rpc::pb::admin_service_client::AdminServiceClient;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
+use crate::rpc::pb::knowledge_service_client::KnowledgeServiceClient;
 use crate::rpc::pb::stats_service_client::StatsServiceClient;
 use crate::rpc::pb::ticket_service_client::TicketServiceClient;
 use output::Printer;
@@ -222,12 +225,24 @@ pub enum ClientCommand {
     },
     /// Give up an owned ticket; routing runs again.
     Release { ticket: String, expert: String },
-    /// Mark an owned ticket resolved.
+    /// Mark an owned ticket resolved, optionally linking knowledge.
     Resolve {
         ticket: String,
         expert: String,
         #[arg(long, default_value = "")]
         note: String,
+        /// Reuse: this published article (KB-<n>) solved it.
+        #[arg(long, value_name = "ARTICLE", conflicts_with = "capture")]
+        reuse: Option<String>,
+        /// Capture: write a draft article from this resolution (title:
+        /// the ticket's unless --capture-title; body: --note unless
+        /// --capture-body; tags: the ticket's skills).
+        #[arg(long)]
+        capture: bool,
+        #[arg(long, default_value = "", requires = "capture")]
+        capture_title: String,
+        #[arg(long, default_value = "", requires = "capture")]
+        capture_body: String,
     },
     /// Move an owned ticket to any status (waiting-customer, closed, ...);
     /// waiting-vendor needs --vendor and --vendor-ref.
@@ -274,6 +289,12 @@ pub enum ClientCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// The knowledge base: write, publish, archive and search articles,
+    /// suggest them to customers and record deflections.
+    Article {
+        #[command(subcommand)]
+        action: ArticleCommand,
+    },
     /// Create, list and revoke tokens (admin only).
     Token {
         #[command(subcommand)]
@@ -295,6 +316,158 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum ArticleCommand {
+    /// Write a new draft.
+    Create {
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        body: String,
+        /// Skill tag, repeatable.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Change an article; what is not given stays.
+    Update {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        body: Option<String>,
+        /// Replaces every tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Option<Vec<String>>,
+        /// Refuse unless the article is still at this version.
+        #[arg(long, default_value_t = 0)]
+        expected_version: u64,
+    },
+    /// Show one article.
+    Show { id: String },
+    /// Offer it to customers and agents.
+    Publish {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        expected_version: u64,
+    },
+    /// Withdraw it (kept, read-only).
+    Archive {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        expected_version: u64,
+    },
+    /// Full-text search, best first.
+    Search {
+        query: String,
+        /// Only articles with one of these tags (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// draft, published or archived (repeatable); default published.
+        #[arg(long = "state")]
+        states: Vec<ArticleState>,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// What a bot would offer a customer for these words (counted).
+    Suggest {
+        text: String,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Record that an article solved a customer's problem without a ticket.
+    Deflect {
+        id: String,
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+}
+
+async fn run_article(
+    channel: AuthedChannel,
+    out: Printer,
+    action: ArticleCommand,
+) -> Result<(), CliError> {
+    let mut kb = KnowledgeServiceClient::new(channel);
+    let article = match action {
+        ArticleCommand::Create { title, body, tags } => {
+            kb.create_article(pb::CreateArticleRequest { title, body, tags })
+                .await?
+        }
+        ArticleCommand::Update {
+            id,
+            title,
+            body,
+            tags,
+            expected_version,
+        } => {
+            let request = pb::UpdateArticleRequest {
+                id,
+                title,
+                body,
+                tags: tags.map(|tags| pb::TagList { tags }),
+                expected_version,
+            };
+            kb.update_article(request).await?
+        }
+        ArticleCommand::Show { id } => kb.get_article(pb::GetArticleRequest { id }).await?,
+        ArticleCommand::Publish {
+            id,
+            expected_version,
+        } => {
+            kb.publish_article(pb::PublishArticleRequest {
+                id,
+                expected_version,
+            })
+            .await?
+        }
+        ArticleCommand::Archive {
+            id,
+            expected_version,
+        } => {
+            kb.archive_article(pb::ArchiveArticleRequest {
+                id,
+                expected_version,
+            })
+            .await?
+        }
+        ArticleCommand::Search {
+            query,
+            tags,
+            states,
+            limit,
+        } => {
+            let request = pb::SearchArticlesRequest {
+                query,
+                tags,
+                states: states.into_iter().map(ArticleState::number).collect(),
+                limit,
+            };
+            let reply = kb.search_articles(request).await?.into_inner();
+            reply.hits.iter().for_each(|h| out.hit(h));
+            return Ok(());
+        }
+        ArticleCommand::Suggest { text, tags, limit } => {
+            let request = pb::SuggestArticlesRequest { text, tags, limit };
+            let reply = kb.suggest_articles(request).await?.into_inner();
+            reply.suggestions.iter().for_each(|h| out.hit(h));
+            return Ok(());
+        }
+        ArticleCommand::Deflect { id, request_id } => {
+            let request = pb::RecordDeflectionRequest {
+                article_id: id.clone(),
+                request_id,
+            };
+            let recorded = kb.record_deflection(request).await?.into_inner().recorded;
+            out.deflection(&id, recorded);
+            return Ok(());
+        }
+    };
+    out.article(&article.into_inner());
+    Ok(())
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -353,6 +526,7 @@ async fn update_status(
     status: TicketStatus,
     note: String,
     vendor: Option<pb::Vendor>,
+    knowledge: Option<pb::update_status_request::Knowledge>,
 ) -> Result<pb::Ticket, tonic::Status> {
     let request = pb::UpdateStatusRequest {
         ticket_id: ticket,
@@ -360,6 +534,7 @@ async fn update_status(
         status: status.number(),
         note,
         vendor,
+        knowledge,
     };
     Ok(tickets.update_status(request).await?.into_inner())
 }
@@ -482,6 +657,7 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             if let Some(ticket) = &reply.ticket {
                 out.ticket(ticket);
             }
+            reply.suggestions.iter().for_each(|h| out.hit(h));
         }
         ClientCommand::List {
             status,
@@ -626,9 +802,31 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             ticket,
             expert,
             note,
+            reuse,
+            capture,
+            capture_title,
+            capture_body,
         } => {
+            use pb::update_status_request::Knowledge;
+            let knowledge = match (reuse, capture) {
+                (Some(article), _) => Some(Knowledge::ReuseArticleId(article)),
+                (None, true) => Some(Knowledge::CaptureArticle(pb::ArticleCapture {
+                    title: capture_title,
+                    body: capture_body,
+                    tags: Vec::new(),
+                })),
+                (None, false) => None,
+            };
             let resolved = TicketStatus::Resolved;
-            let reply = update_status(&mut tickets, ticket, expert, resolved, note, None);
+            let reply = update_status(
+                &mut tickets,
+                ticket,
+                expert,
+                resolved,
+                note,
+                None,
+                knowledge,
+            );
             out.ticket(&reply.await?);
         }
         ClientCommand::Status {
@@ -642,7 +840,7 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
             let vendor = vendor
                 .zip(vendor_ref)
                 .map(|(name, reference)| pb::Vendor { name, reference });
-            let reply = update_status(&mut tickets, ticket, expert, status, note, vendor);
+            let reply = update_status(&mut tickets, ticket, expert, status, note, vendor, None);
             out.ticket(&reply.await?);
         }
         ClientCommand::Stats {
@@ -698,6 +896,7 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
                 println!("backup written to {} ({count} records)", out.display());
             }
         }
+        ClientCommand::Article { action } => run_article(channel, out, action).await?,
         ClientCommand::Health { service } => {
             use tonic_health::pb::health_check_response::ServingStatus;
             let status = HealthClient::new(plain)

@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::domain::{
-    ContactChannel, Presence, Priority, Rank, SlaTarget, SwarmReason, TicketKind, TicketStatus,
-    Visibility,
+    ArticleLink, ArticleState, ContactChannel, Presence, Priority, Rank, SlaTarget, SwarmReason,
+    TicketKind, TicketStatus, Visibility,
 };
 use crate::rpc::pb;
 
@@ -146,6 +146,12 @@ fn payload_text(e: &pb::TicketEvent) -> String {
         ),
         Some(Payload::OwnerLost(o)) => format!("{} lost it: {}", o.expert_id, o.reason),
         Some(Payload::Rated(r)) => format!("{} of 5 {}", r.score, r.comment),
+        Some(Payload::ArticlesSuggested(a)) => format!("suggested {}", a.article_ids.join(", ")),
+        Some(Payload::ArticleLinked(a)) => format!(
+            "{} {}",
+            label(a.link, ArticleLink::from_number),
+            a.article_id
+        ),
         None => String::new(),
     }
 }
@@ -395,7 +401,17 @@ impl Printer {
                 "swarms_joined": e.swarms_joined,
                 "internal_notes": e.internal_notes,
                 "helped_others_resolve": e.helped_others_resolve,
+                "articles_reused": e.articles_reused,
+                "articles_captured": e.articles_captured,
             })).collect::<Vec<_>>(),
+            "knowledge": s.knowledge.as_ref().map(|k| json!({
+                "articles_suggested": k.articles_suggested,
+                "suggested_on_tickets": k.suggested_on_tickets,
+                "deflections": k.deflections,
+                "reused": k.reused,
+                "captured": k.captured,
+                "link_rate": k.link_rate,
+            })),
         });
         if self.json {
             println!("{value}");
@@ -450,15 +466,99 @@ impl Printer {
                 "not met"
             }
         );
+        if let Some(k) = &s.knowledge {
+            println!(
+                "knowledge suggested {} ({} on tickets)  deflections {}  reused {}  captured {}  link rate {:.1}%",
+                k.articles_suggested,
+                k.suggested_on_tickets,
+                k.deflections,
+                k.reused,
+                k.captured,
+                k.link_rate * 100.0
+            );
+        }
         for e in &s.experts {
             println!(
-                "  {:<20} resolved {:<4} joined {:<4} notes {:<4} helped {}",
+                "  {:<20} resolved {:<4} joined {:<4} notes {:<4} helped {:<4} reused {:<4} captured {}",
                 e.expert_id,
                 e.resolved_as_owner,
                 e.swarms_joined,
                 e.internal_notes,
-                e.helped_others_resolve
+                e.helped_others_resolve,
+                e.articles_reused,
+                e.articles_captured
             );
         }
+    }
+
+    pub(super) fn article(&self, a: &pb::Article) {
+        let value = json!({
+            "id": a.id,
+            "title": a.title,
+            "body": a.body,
+            "tags": a.tags,
+            "state": label(a.state, ArticleState::from_number),
+            "version": a.version,
+            "author": a.author,
+            "created_at": time(&a.created_at),
+            "updated_at": time(&a.updated_at),
+            "published_at": a.published_at.as_ref().map(|_| time(&a.published_at)),
+            "source_ticket_id": a.source_ticket_id,
+        });
+        if self.json {
+            println!("{value}");
+            return;
+        }
+        println!(
+            "{:<8} {:<10} v{:<3} {:?} [{}] by {}{}",
+            a.id,
+            label(a.state, ArticleState::from_number),
+            a.version,
+            a.title,
+            a.tags.join(" "),
+            a.author,
+            if a.source_ticket_id.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", a.source_ticket_id)
+            }
+        );
+        println!("  {}", a.body.replace('\n', "\n  "));
+    }
+
+    pub(super) fn deflection(&self, article: &str, recorded: bool) {
+        if self.json {
+            println!("{}", json!({ "article_id": article, "recorded": recorded }));
+        } else if recorded {
+            println!("deflection recorded for {article}");
+        } else {
+            println!("already recorded (same request id): nothing counted");
+        }
+    }
+
+    pub(super) fn hit(&self, h: &pb::ArticleHit) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "article_id": h.article_id,
+                    "title": h.title,
+                    "tags": h.tags,
+                    "state": label(h.state, ArticleState::from_number),
+                    "score": h.score,
+                    "snippet": h.snippet,
+                })
+            );
+            return;
+        }
+        println!(
+            "{:<8} {:>6.2} {:<10} {:?} [{}]",
+            h.article_id,
+            h.score,
+            label(h.state, ArticleState::from_number),
+            h.title,
+            h.tags.join(" ")
+        );
+        println!("  {}", h.snippet.replace('\n', " "));
     }
 }

@@ -142,10 +142,19 @@ pub enum Operation {
     Backup,
     ManageTokens,
     GetStats,
+    /// CreateArticle, UpdateArticle.
+    EditArticle,
+    /// GetArticle (bots: published articles only).
+    ReadArticle,
+    /// PublishArticle, ArchiveArticle (experts: rank L2 in the subject).
+    PublishArticle,
+    SearchArticles,
+    SuggestArticles,
+    RecordDeflection,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 21] = {
+    pub const ALL: [Operation; 27] = {
         use Operation::*;
         [
             CreateTicket,
@@ -169,6 +178,12 @@ impl Operation {
             Backup,
             ManageTokens,
             GetStats,
+            EditArticle,
+            ReadArticle,
+            PublishArticle,
+            SearchArticles,
+            SuggestArticles,
+            RecordDeflection,
         ]
     };
 }
@@ -205,6 +220,10 @@ impl Principal {
                     | GetExpert
                     | ListExperts
                     | GetStats
+                    | ReadArticle
+                    | PublishArticle
+                    | SearchArticles
+                    | SuggestArticles
             ),
             Grant::Expert(_) => matches!(
                 op,
@@ -224,10 +243,23 @@ impl Principal {
                     | Subscribe
                     | SetPresence
                     | GetStats
+                    | EditArticle
+                    | ReadArticle
+                    | PublishArticle
+                    | SearchArticles
+                    | SuggestArticles
             ),
             Grant::Bot(_) => matches!(
                 op,
-                CreateTicket | GetTicket | ListTickets | WatchTicket | PostMessage | RateTicket
+                CreateTicket
+                    | GetTicket
+                    | ListTickets
+                    | WatchTicket
+                    | PostMessage
+                    | RateTicket
+                    | ReadArticle
+                    | SuggestArticles
+                    | RecordDeflection
             ),
         };
         if allowed {
@@ -472,7 +504,11 @@ mod tests {
                 ReleaseTicket,
                 GetExpert,
                 ListExperts,
-                GetStats
+                GetStats,
+                ReadArticle,
+                PublishArticle,
+                SearchArticles,
+                SuggestArticles
             ]
         );
         assert_eq!(
@@ -493,7 +529,12 @@ mod tests {
                 ListExperts,
                 Subscribe,
                 SetPresence,
-                GetStats
+                GetStats,
+                EditArticle,
+                ReadArticle,
+                PublishArticle,
+                SearchArticles,
+                SuggestArticles
             ]
         );
         assert_eq!(
@@ -504,7 +545,10 @@ mod tests {
                 ListTickets,
                 WatchTicket,
                 PostMessage,
-                RateTicket
+                RateTicket,
+                ReadArticle,
+                SuggestArticles,
+                RecordDeflection
             ]
         );
     }

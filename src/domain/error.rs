@@ -1,6 +1,7 @@
 //! Every way a desk operation can fail. The gRPC layer maps each variant to
 //! one status code in a single exhaustive match.
 
+use super::knowledge::{ArticleId, ArticleState};
 use super::model::{ExpertId, Rank, Tag, TicketId, TicketStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,24 @@ pub enum DeskError {
 
     #[error("token {0} not found")]
     TokenNotFound(super::access::TokenId),
+
+    #[error("article {0} not found")]
+    ArticleNotFound(ArticleId),
+
+    #[error("article {article} is {state}: {why}")]
+    ArticleState {
+        article: ArticleId,
+        state: ArticleState,
+        why: &'static str,
+    },
+
+    /// An edit computed from an older version of the article.
+    #[error("article {article} is at version {stored}, not {expected}: it changed since it was read; read it again")]
+    ArticleVersionMismatch {
+        article: ArticleId,
+        expected: u64,
+        stored: u64,
+    },
 
     #[error("ticket {ticket} is already owned by {owner}")]
     AlreadyOwned { ticket: TicketId, owner: ExpertId },

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::knowledge::{ArticleId, ArticleLink};
 use super::model::{
     ExpertId, Skill, SkillRequirement, SwarmReason, Tag, Ticket, TicketId, TicketStatus,
     UnixMicros, Visibility,
@@ -71,6 +72,16 @@ pub enum EventKind {
     Rated {
         score: u8,
         comment: String,
+    },
+    /// Published articles offered to the requester when the ticket was
+    /// created (in the creation's commit).
+    ArticlesSuggested {
+        articles: Vec<ArticleId>,
+    },
+    /// The resolution reused an article or captured a new draft.
+    ArticleLinked {
+        article: ArticleId,
+        link: ArticleLink,
     },
 }
 
@@ -182,8 +193,10 @@ pub fn swarm_reason(event: &TicketEvent, viewer: &Viewer) -> Option<SwarmReason>
 }
 
 /// The event as a requester's watch shows it, or `None` if it is for the
-/// swarm only: internal messages, help requests, breaches and owner losses
-/// are dropped, status notes are blanked. Borrowed when nothing needed hiding, so callers can share it.
+/// swarm only: internal messages, help requests, breaches, owner losses,
+/// the suggestions made at creation (the requester got them in the
+/// answer) and captured drafts are dropped, status notes are blanked; a
+/// reused (published) article is shown. Borrowed when nothing needed hiding, so callers can share it.
 pub fn public_view(event: &TicketEvent) -> Option<Cow<'_, TicketEvent>> {
     match &event.kind {
         EventKind::Message {
@@ -192,7 +205,12 @@ pub fn public_view(event: &TicketEvent) -> Option<Cow<'_, TicketEvent>> {
         }
         | EventKind::HelpRequested { .. }
         | EventKind::SlaBreached { .. }
-        | EventKind::OwnerLost { .. } => None,
+        | EventKind::OwnerLost { .. }
+        | EventKind::ArticlesSuggested { .. }
+        | EventKind::ArticleLinked {
+            link: ArticleLink::Captured,
+            ..
+        } => None,
         EventKind::StatusChanged { from, to, note } if !note.is_empty() => {
             Some(Cow::Owned(TicketEvent {
                 kind: EventKind::StatusChanged {
@@ -356,6 +374,16 @@ mod tests {
             t.clone(),
         );
         assert!(public_view(&internal).is_none());
+        let suggested = EventKind::ArticlesSuggested {
+            articles: vec![ArticleId(1)],
+        };
+        assert!(public_view(&event(suggested, t.clone())).is_none());
+        let link = |link| EventKind::ArticleLinked {
+            article: ArticleId(2),
+            link,
+        };
+        assert!(public_view(&event(link(ArticleLink::Captured), t.clone())).is_none());
+        assert!(public_view(&event(link(ArticleLink::Reused), t.clone())).is_some());
         let status = event(
             EventKind::StatusChanged {
                 from: TicketStatus::Assigned,

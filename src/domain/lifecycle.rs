@@ -290,6 +290,15 @@ pub fn check_vendor(to: TicketStatus, vendor: Option<&VendorRef>) -> Result<(), 
     }
 }
 
+/// An event that records something about the ticket without changing it
+/// (the suggestions made at creation, the knowledge a resolution used),
+/// following the move that left it in `after`.
+pub fn annotate(after: &TicketState, kind: EventKind) -> Move {
+    let mut state = after.clone();
+    state.version += 1;
+    Move { state, kind }
+}
+
 /// The owner moves the ticket: waiting on the customer or a vendor (named
 /// with their reference), back to work, resolved, closed, or reopened from
 /// resolved (which clears the rating of the resolution that did not hold).

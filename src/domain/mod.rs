@@ -7,6 +7,7 @@ pub mod model;
 pub mod access;
 pub mod error;
 pub mod event;
+pub mod knowledge;
 pub mod lifecycle;
 pub mod routing;
 pub mod sla;
@@ -15,5 +16,8 @@ pub mod stats;
 pub use access::{BotName, Grant, Operation, Principal, Role, TokenId, TokenRecord};
 pub use error::DeskError;
 pub use event::{EventKind, TicketEvent, Viewer};
+pub use knowledge::{
+    Article, ArticleContent, ArticleId, ArticleLink, ArticleState, KnowledgeCounts,
+};
 pub use model::*;
 pub use sla::{SlaClocks, SlaPolicies, SlaPolicy, SlaTarget};

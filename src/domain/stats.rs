@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::event::{EventKind, TicketEvent};
+use super::knowledge::ArticleLink;
 use super::model::{ExpertId, Tag, TicketState, TicketStatus, UnixMicros, Visibility};
 use super::sla::{ClockState, SlaTarget};
 
@@ -69,6 +70,10 @@ pub struct Contribution {
     pub internal_notes: u64,
     /// Tickets they were a swarm member of when someone else resolved them.
     pub helped_others_resolve: u64,
+    /// Resolutions of theirs that reused an article.
+    pub articles_reused: u64,
+    /// Resolutions of theirs that captured a new draft.
+    pub articles_captured: u64,
 }
 
 impl Contribution {
@@ -77,6 +82,8 @@ impl Contribution {
         self.swarms_joined += other.swarms_joined;
         self.internal_notes += other.internal_notes;
         self.helped_others_resolve += other.helped_others_resolve;
+        self.articles_reused += other.articles_reused;
+        self.articles_captured += other.articles_captured;
     }
 }
 
@@ -99,6 +106,11 @@ pub struct Bucket {
     pub rating_sum: u64,
     pub satisfied: u64,
     pub experts: BTreeMap<ExpertId, Contribution>,
+    /// Articles offered on new tickets.
+    pub suggested_on_tickets: u64,
+    /// Resolutions that reused an article, and that captured a draft.
+    pub reused: u64,
+    pub captured: u64,
 }
 
 impl Bucket {
@@ -113,6 +125,9 @@ impl Bucket {
         self.ratings += other.ratings;
         self.rating_sum += other.rating_sum;
         self.satisfied += other.satisfied;
+        self.suggested_on_tickets += other.suggested_on_tickets;
+        self.reused += other.reused;
+        self.captured += other.captured;
         for (id, c) in &other.experts {
             self.experts.entry(id.clone()).or_default().merge(c);
         }
@@ -212,6 +227,26 @@ fn record_into(
                 bucket.expert(&expert).internal_notes += 1;
             }
         }
+        EventKind::ArticlesSuggested { articles } => {
+            bucket.suggested_on_tickets += articles.len() as u64;
+        }
+        EventKind::ArticleLinked { link, .. } => {
+            let by = ExpertId::parse("actor", &event.actor).ok();
+            match link {
+                ArticleLink::Reused => {
+                    bucket.reused += 1;
+                    if let Some(by) = by {
+                        bucket.expert(&by).articles_reused += 1;
+                    }
+                }
+                ArticleLink::Captured => {
+                    bucket.captured += 1;
+                    if let Some(by) = by {
+                        bucket.expert(&by).articles_captured += 1;
+                    }
+                }
+            }
+        }
         EventKind::Rated { score, .. } => {
             bucket.ratings += 1;
             bucket.rating_sum += u64::from(*score);
@@ -239,6 +274,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::domain::knowledge::ArticleId;
     use crate::domain::model::*;
     use crate::domain::sla::SlaPolicy;
 
@@ -319,6 +355,10 @@ mod tests {
         // 50 by ann with bob's help, rated 5.
         let mut one = Life::new("network", t0, 1);
         one.step(&mut book, t0, EventKind::Created, "cust", |_| {});
+        let suggested = EventKind::ArticlesSuggested {
+            articles: vec![ArticleId(1), ArticleId(2)],
+        };
+        one.step(&mut book, t0, suggested, "cust", |_| {});
         one.step(
             &mut book,
             t0 + 2 * MIN,
@@ -358,6 +398,11 @@ mod tests {
         one.step(&mut book, t0 + 50 * MIN, resolve, "ann", |s| {
             s.status = TicketStatus::Resolved;
         });
+        let reused = EventKind::ArticleLinked {
+            article: ArticleId(1),
+            link: ArticleLink::Reused,
+        };
+        one.step(&mut book, t0 + 50 * MIN, reused, "ann", |_| {});
         let rated = EventKind::Rated {
             score: 5,
             comment: String::new(),
@@ -392,6 +437,11 @@ mod tests {
         two.step(&mut book, t0 + 20 * MIN, resolve, "cat", |s| {
             s.status = TicketStatus::Resolved;
         });
+        let captured = EventKind::ArticleLinked {
+            article: ArticleId(3),
+            link: ArticleLink::Captured,
+        };
+        two.step(&mut book, t0 + 20 * MIN, captured, "cat", |_| {});
         let rated = EventKind::Rated {
             score: 2,
             comment: String::new(),
@@ -421,12 +471,18 @@ mod tests {
         near(all.times[2].quantile(0.5), 20 * MIN);
         assert_eq!((all.ratings, all.rating_sum, all.satisfied), (2, 7, 1));
         assert_eq!(
+            (all.suggested_on_tickets, all.reused, all.captured),
+            (2, 1, 1)
+        );
+        assert_eq!(
             all.experts[&id("ann")],
             Contribution {
                 resolved_as_owner: 1,
+                articles_reused: 1,
                 ..Default::default()
             }
         );
+        assert_eq!(all.experts[&id("cat")].articles_captured, 1);
         assert_eq!(
             all.experts[&id("bob")],
             Contribution {
@@ -443,6 +499,7 @@ mod tests {
             Some(&Tag::parse("t", "database").unwrap()),
         );
         assert_eq!((db.created, db.attainment[0].breached), (1, 1));
+        assert_eq!((db.reused, db.captured, db.suggested_on_tickets), (0, 1, 0));
         assert_eq!(
             book.report(t0 + HOUR_MICROS, t0 + 2 * HOUR_MICROS, None)
                 .created,

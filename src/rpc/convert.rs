@@ -5,12 +5,15 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::desk::ExpertView;
+use crate::domain::knowledge::KnowledgeUse;
 use crate::domain::sla::{ClockState, TargetClock, WorkMicros};
 use crate::domain::{
-    DeskError, EventKind, ExpertId, Grant, Rank, Skill, SkillRequirement, SlaTarget, SwarmReason,
-    Tag, Ticket, TicketEvent, TicketId, TokenRecord, UnixMicros, VendorRef,
+    Article, ArticleId, ArticleState, DeskError, EventKind, ExpertId, Grant, Rank, Skill,
+    SkillRequirement, SlaTarget, SwarmReason, Tag, Ticket, TicketEvent, TicketId, TokenRecord,
+    UnixMicros, VendorRef,
 };
 use crate::hub::Delivery;
+use crate::knowledge::index::Hit;
 
 /// Parses an enum number: 0 gives `default` (or is refused when there is
 /// none), and numbers outside the enum are refused.
@@ -325,6 +328,19 @@ pub fn event(e: &TicketEvent) -> pb::TicketEvent {
                 comment: comment.clone(),
             })),
         ),
+        EventKind::ArticlesSuggested { articles } => (
+            T::ArticlesSuggested,
+            Some(Payload::ArticlesSuggested(pb::ArticlesSuggested {
+                article_ids: articles.iter().map(ToString::to_string).collect(),
+            })),
+        ),
+        EventKind::ArticleLinked { article, link } => (
+            T::ArticleLinked,
+            Some(Payload::ArticleLinked(pb::ArticleLinked {
+                article_id: article.to_string(),
+                link: link.number(),
+            })),
+        ),
     };
     pb::TicketEvent {
         position: e.position,
@@ -370,6 +386,55 @@ pub fn expert(v: &ExpertView) -> pb::Expert {
             .map(ToString::to_string)
             .collect(),
     }
+}
+
+pub fn article(a: &Article) -> pb::Article {
+    pb::Article {
+        id: a.id.to_string(),
+        title: a.content.title.clone(),
+        body: a.content.body.clone(),
+        tags: a.content.tags.iter().map(ToString::to_string).collect(),
+        state: a.state.number(),
+        version: a.version,
+        author: a.author.clone(),
+        created_at: timestamp(a.created_at),
+        updated_at: timestamp(a.updated_at),
+        published_at: a.published_at.and_then(timestamp),
+        source_ticket_id: a.source_ticket.map(|t| t.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn hit(h: &Hit) -> pb::ArticleHit {
+    pb::ArticleHit {
+        article_id: h.id.to_string(),
+        title: h.title.clone(),
+        tags: h.tags.iter().map(ToString::to_string).collect(),
+        state: h.state.number(),
+        score: h.score,
+        snippet: h.snippet.clone(),
+    }
+}
+
+pub fn article_state(field: &str, raw: i32) -> Result<ArticleState, DeskError> {
+    parse_enum(field, raw, ArticleState::from_number, None)
+}
+
+pub fn knowledge_use(k: pb::update_status_request::Knowledge) -> Result<KnowledgeUse, DeskError> {
+    use pb::update_status_request::Knowledge;
+    Ok(match k {
+        Knowledge::ReuseArticleId(id) => {
+            KnowledgeUse::Reuse(ArticleId::parse("reuse_article_id", &id)?)
+        }
+        Knowledge::CaptureArticle(c) => KnowledgeUse::Capture {
+            title: c.title,
+            body: c.body,
+            tags: if c.tags.is_empty() {
+                None
+            } else {
+                Some(tags("capture_article.tags", &c.tags)?)
+            },
+        },
+    })
 }
 
 #[cfg(test)]

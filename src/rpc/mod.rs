@@ -5,6 +5,7 @@ pub mod admin;
 pub mod convert;
 pub mod experts;
 pub mod gate;
+pub mod knowledge;
 pub mod stats;
 pub mod tickets;
 
@@ -63,6 +64,9 @@ pub fn status_of(error: DeskError) -> Status {
         DeskError::TicketNotFound(_) => (Code::NotFound, "TICKET_NOT_FOUND"),
         DeskError::ExpertNotFound(_) => (Code::NotFound, "EXPERT_NOT_FOUND"),
         DeskError::TokenNotFound(_) => (Code::NotFound, "TOKEN_NOT_FOUND"),
+        DeskError::ArticleNotFound(_) => (Code::NotFound, "ARTICLE_NOT_FOUND"),
+        DeskError::ArticleState { .. } => (Code::FailedPrecondition, "ARTICLE_STATE"),
+        DeskError::ArticleVersionMismatch { .. } => (Code::Aborted, "VERSION_MISMATCH"),
         DeskError::AlreadyOwned { .. } => (Code::FailedPrecondition, "ALREADY_OWNED"),
         DeskError::NotOwner { .. } => (Code::FailedPrecondition, "NOT_OWNER"),
         DeskError::InvalidTransition { .. } => (Code::FailedPrecondition, "INVALID_TRANSITION"),
@@ -112,6 +116,20 @@ fn error_metadata(error: &DeskError) -> HashMap<String, String> {
         DeskError::TicketNotFound(t) => put("ticket_id", t.to_string()),
         DeskError::ExpertNotFound(e) => put("expert_id", e.to_string()),
         DeskError::TokenNotFound(t) => put("token_id", t.to_string()),
+        DeskError::ArticleNotFound(a) => put("article_id", a.to_string()),
+        DeskError::ArticleState { article, state, .. } => {
+            put("article_id", article.to_string());
+            put("state", state.to_string());
+        }
+        DeskError::ArticleVersionMismatch {
+            article,
+            expected,
+            stored,
+        } => {
+            put("article_id", article.to_string());
+            put("expected_version", expected.to_string());
+            put("stored_version", stored.to_string());
+        }
         DeskError::AlreadyOwned { ticket, owner } => {
             put("ticket_id", ticket.to_string());
             put("owner_id", owner.to_string());

@@ -48,7 +48,7 @@ impl StatsService for StatsApi {
         } else {
             Some(Tag::parse("tag", &r.tag).map_err(status_of)?)
         };
-        let b = desk
+        let (b, k) = desk
             .stats(from, to, tag.as_ref())
             .await
             .map_err(status_of)?;
@@ -98,8 +98,18 @@ impl StatsService for StatsApi {
                     swarms_joined: c.swarms_joined,
                     internal_notes: c.internal_notes,
                     helped_others_resolve: c.helped_others_resolve,
+                    articles_reused: c.articles_reused,
+                    articles_captured: c.articles_captured,
                 })
                 .collect(),
+            knowledge: Some(pb::KnowledgeStats {
+                articles_suggested: b.suggested_on_tickets + k.suggested,
+                suggested_on_tickets: b.suggested_on_tickets,
+                deflections: k.deflected,
+                reused: b.reused,
+                captured: b.captured,
+                link_rate: share(b.reused + b.captured, b.resolved),
+            }),
         }))
     }
 }

@@ -134,11 +134,13 @@ impl TicketService for TicketApi {
             request_id: non_empty(r.request_id),
             created_by: caller.principal.bot().cloned(),
         };
-        let (ticket, created) = self.desk()?.create_ticket(new).await.map_err(status_of)?;
+        let (ticket, created, suggestions) =
+            self.desk()?.create_ticket(new).await.map_err(status_of)?;
         tracing::Span::current().record("ticket_id", tracing::field::display(ticket.id()));
         Ok(Response::new(pb::CreateTicketResponse {
             ticket: Some(convert::ticket(&ticket)),
             created,
+            suggestions: suggestions.iter().map(convert::hit).collect(),
         }))
     }
 
@@ -328,9 +330,14 @@ impl TicketService for TicketApi {
         let status =
             parse_enum("status", r.status, TicketStatus::from_number, None).map_err(status_of)?;
         let vendor = convert::vendor(r.vendor.as_ref());
+        let knowledge = r
+            .knowledge
+            .map(convert::knowledge_use)
+            .transpose()
+            .map_err(status_of)?;
         let ticket = self
             .desk()?
-            .update_status(id, &expert, status, r.note, vendor)
+            .update_status(id, &expert, status, r.note, vendor, knowledge)
             .await
             .map_err(status_of)?;
         Ok(Response::new(convert::ticket(&ticket)))

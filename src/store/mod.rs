@@ -14,6 +14,7 @@
 
 pub mod sled;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,8 +22,8 @@ use std::sync::Arc;
 
 use crate::domain::model::Ticket;
 use crate::domain::{
-    EventKind, Expert, ExpertId, TicketEvent, TicketHeader, TicketId, TicketState, TokenRecord,
-    UnixMicros,
+    Article, ArticleId, EventKind, Expert, ExpertId, KnowledgeCounts, Tag, TicketEvent,
+    TicketHeader, TicketId, TicketState, TokenRecord, UnixMicros,
 };
 
 /// A write's place in the store's write order.
@@ -154,6 +155,42 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The position recorded under an idempotency key, if any.
     fn idempotent(&self, key: &str) -> Result<Option<u64>, StoreError>;
+
+    /// A fresh article id (never reused).
+    fn allocate_article_id(&self) -> Result<ArticleId, StoreError>;
+
+    /// Stores an article, compare-and-swap on `article.version - 1` (a new
+    /// article has version 1). Every article write adds one to the
+    /// knowledge generation, atomically with it; returns the write's lsn
+    /// and the generation it made.
+    fn put_article(&self, article: &Article) -> Result<(Lsn, u64), StoreError>;
+
+    fn article(&self, id: ArticleId) -> Result<Option<Article>, StoreError>;
+
+    /// Every article, in id order (to rebuild a search index).
+    fn articles(&self) -> Result<Vec<Article>, StoreError>;
+
+    /// How many article writes the store holds: what an index built from
+    /// it must say it covers to be current.
+    fn knowledge_generation(&self) -> Result<u64, StoreError>;
+
+    /// Adds `counts` to the counters of the hour starting at `hour`, per
+    /// tag (`None`: every article), atomically. With `once`, only if that
+    /// key was never recorded before (then `None` is returned).
+    fn add_knowledge_counts(
+        &self,
+        hour: UnixMicros,
+        counts: &BTreeMap<Option<Tag>, KnowledgeCounts>,
+        once: Option<&str>,
+    ) -> Result<Option<Lsn>, StoreError>;
+
+    /// The sum of the counters of the hours starting in `[from, to)`.
+    fn knowledge_counts(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+        tag: Option<&Tag>,
+    ) -> Result<KnowledgeCounts, StoreError>;
 
     /// Makes everything durable and stops the background work.
     fn close(&self) -> Result<(), StoreError>;

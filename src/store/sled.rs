@@ -14,6 +14,9 @@
 //! k/<token id>              TokenRecord       (hash of the secret, never the secret)
 //! m/status-counts           StatusCounts      (tickets per status)
 //! b/<name>                  bytes             (server blobs: stats snapshot)
+//! a/<article u64>           Article           (compare-and-swap on version)
+//! m/knowledge-generation    u64               (article writes; the index's freshness)
+//! q/<tag>/<hour u64>        KnowledgeCounts   (per UTC hour; tag "" is every article)
 //! ```
 //! Schema 2 added `created_by` to TicketHeader; opening a schema 1 store
 //! rewrites its headers once ([`migrate_v1_headers`]). Schema 3 added
@@ -23,6 +26,9 @@
 //! owner (`u/`) by one of live tickets (`l/`, what start-up loads); opening
 //! an older store rewrites its states and events once
 //! ([`migrate_v3_states`]), in atomic chunks that record their progress.
+//! Schema 5 added articles, knowledge counters and two event kinds: older
+//! stores need no rewrite, but older builds cannot read the new events.
+//! Knowledge writes are rare and small, so each is one atomic sled batch.
 //! A commit is a run of single-key inserts whose commit point is one key:
 //! the last event record of the commit, which carries what the rest of the
 //! commit writes (experts, idempotency key). Order within a commit: the
@@ -56,16 +62,18 @@ use tokio::sync::watch;
 
 use super::{Commit, DurableFuture, EventSink, Lsn, Pair, PairSink, Receipt, Store, StoreError};
 use crate::domain::model::Ticket;
+use crate::domain::stats::HOUR_MICROS;
 use crate::domain::{
-    EventKind, Expert, ExpertId, SlaClocks, TicketEvent, TicketHeader, TicketId, TicketState,
-    TicketStatus, TokenId, TokenRecord, UnixMicros,
+    Article, ArticleId, EventKind, Expert, ExpertId, KnowledgeCounts, SlaClocks, Tag, TicketEvent,
+    TicketHeader, TicketId, TicketState, TicketStatus, TokenId, TokenRecord, UnixMicros,
 };
 
-const SCHEMA_VERSION: u32 = 4;
+const SCHEMA_VERSION: u32 = 5;
 /// Where an interrupted schema-4 migration got to: the last key rewritten.
 const MIGRATE_4_KEY: &[u8] = b"m/migrate-4";
 const SCHEMA_KEY: &[u8] = b"m/schema";
 const STATUS_COUNTS_KEY: &[u8] = b"m/status-counts";
+const KNOWLEDGE_GENERATION_KEY: &[u8] = b"m/knowledge-generation";
 
 /// How many tickets are in each status, as of the commit whose last event
 /// is at `through`. Written after a commit's commit point, whenever the
@@ -158,6 +166,17 @@ fn blob_key(name: &str) -> Vec<u8> {
     [b"b/", name.as_bytes()].concat()
 }
 
+/// `q/<tag>/` (tag "" for every article): the prefix of a tag's counters.
+fn counts_prefix(tag: Option<&Tag>) -> Vec<u8> {
+    [b"q/", tag.map_or("", Tag::as_str).as_bytes(), b"/"].concat()
+}
+
+fn counts_key(tag: Option<&Tag>, hour: UnixMicros) -> Vec<u8> {
+    // Times before 1970 do not occur; clamping keeps the order numeric.
+    let hour = u64::try_from(hour).unwrap_or(0);
+    [counts_prefix(tag), hour.to_be_bytes().to_vec()].concat()
+}
+
 fn request_key(k: &str) -> Vec<u8> {
     [b"r/", k.as_bytes()].concat()
 }
@@ -226,6 +245,7 @@ struct Shared {
     wake: Condvar,
     durable: watch::Sender<Durable>,
     next_ticket: AtomicU64,
+    next_article: AtomicU64,
     last_position: AtomicU64,
     written: AtomicU64,
     sink: Arc<dyn EventSink>,
@@ -306,6 +326,7 @@ impl SledStore {
         status_counts.publish();
         let last_position = last_number(&db, b'e')?;
         let last_ticket = last_number(&db, b'h')?;
+        let last_article = last_number(&db, b'a')?;
         let (durable, _) = watch::channel(Durable::default());
         let shared = Arc::new(Shared {
             tree: db,
@@ -319,6 +340,7 @@ impl SledStore {
             wake: Condvar::new(),
             durable,
             next_ticket: AtomicU64::new(last_ticket + 1),
+            next_article: AtomicU64::new(last_article + 1),
             last_position: AtomicU64::new(last_position),
             written: AtomicU64::new(0),
             sink,
@@ -1224,6 +1246,116 @@ impl Store for SledStore {
             )?)),
             None => Ok(None),
         }
+    }
+
+    fn allocate_article_id(&self) -> Result<ArticleId, StoreError> {
+        Ok(ArticleId(
+            self.shared.next_article.fetch_add(1, Ordering::Relaxed),
+        ))
+    }
+
+    fn put_article(&self, article: &Article) -> Result<(Lsn, u64), StoreError> {
+        let mut seq = lock(&self.shared.sequencer);
+        let stored = self.article(article.id)?.map_or(0, |a| a.version);
+        if stored + 1 != article.version {
+            return Err(StoreError::Conflict(format!(
+                "article {} (stored version {stored}, expected {})",
+                article.id,
+                article.version.saturating_sub(1)
+            )));
+        }
+        let generation = self.knowledge_generation()? + 1;
+        let mut batch = sled::Batch::default();
+        batch.insert(&key(b'a', article.id.0), encode(article)?);
+        batch.insert(KNOWLEDGE_GENERATION_KEY, &generation.to_be_bytes());
+        self.refuse_if_failed()?;
+        self.shared
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| self.poison(backend(e)))?;
+        Ok((self.written(&mut seq, Vec::new()), generation))
+    }
+
+    fn article(&self, id: ArticleId) -> Result<Option<Article>, StoreError> {
+        match self.shared.tree.get(key(b'a', id.0)).map_err(backend)? {
+            Some(bytes) => Ok(Some(decode("article", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn articles(&self) -> Result<Vec<Article>, StoreError> {
+        self.shared
+            .tree
+            .scan_prefix(b"a/")
+            .map(|item| {
+                let (_, v) = item.map_err(backend)?;
+                decode("article", &v)
+            })
+            .collect()
+    }
+
+    fn knowledge_generation(&self) -> Result<u64, StoreError> {
+        match self
+            .shared
+            .tree
+            .get(KNOWLEDGE_GENERATION_KEY)
+            .map_err(backend)?
+        {
+            Some(v) => u64_at(&v, 0),
+            None => Ok(0),
+        }
+    }
+
+    fn add_knowledge_counts(
+        &self,
+        hour: UnixMicros,
+        counts: &BTreeMap<Option<Tag>, KnowledgeCounts>,
+        once: Option<&str>,
+    ) -> Result<Option<Lsn>, StoreError> {
+        // The sequencer orders every write, so these reads and the batch
+        // that adds to them cannot interleave with another addition.
+        let mut seq = lock(&self.shared.sequencer);
+        let tree = &self.shared.tree;
+        let mut batch = sled::Batch::default();
+        if let Some(k) = once {
+            let k = request_key(k);
+            if tree.contains_key(&k).map_err(backend)? {
+                return Ok(None);
+            }
+            batch.insert(k, &0u64.to_be_bytes());
+        }
+        for (tag, add) in counts {
+            let k = counts_key(tag.as_ref(), hour);
+            let mut total: KnowledgeCounts = match tree.get(&k).map_err(backend)? {
+                Some(v) => decode("knowledge counts", &v)?,
+                None => KnowledgeCounts::default(),
+            };
+            total.add(*add);
+            batch.insert(k, encode(&total)?);
+        }
+        self.refuse_if_failed()?;
+        tree.apply_batch(batch)
+            .map_err(|e| self.poison(backend(e)))?;
+        Ok(Some(self.written(&mut seq, Vec::new())))
+    }
+
+    fn knowledge_counts(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+        tag: Option<&Tag>,
+    ) -> Result<KnowledgeCounts, StoreError> {
+        let mut total = KnowledgeCounts::default();
+        if to <= from {
+            return Ok(total);
+        }
+        let first = from.div_euclid(HOUR_MICROS) * HOUR_MICROS;
+        let range = counts_key(tag, first)..counts_key(tag, to);
+        for item in self.shared.tree.range(range) {
+            let (_, v) = item.map_err(backend)?;
+            total.add(decode("knowledge counts", &v)?);
+        }
+        Ok(total)
     }
 
     fn idempotent(&self, k: &str) -> Result<Option<u64>, StoreError> {

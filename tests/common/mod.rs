@@ -353,6 +353,7 @@ impl TestServer {
                 status: status as i32,
                 note: String::new(),
                 vendor,
+                knowledge: None,
             })
             .await
             .map(tonic::Response::into_inner)
