@@ -423,6 +423,10 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot store tokens' last use");
     }
     desk_handle.save_stats();
+    let closing = desk_handle.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || closing.knowledge().close()).await {
+        tracing::warn!(error = %e, "closing the knowledge base failed");
+    }
     drop(desk_handle);
     let closed = tokio::task::spawn_blocking(move || store.close()).await?;
     closed?;

@@ -58,12 +58,20 @@ enum Rpc {
     ListTokens,
     RevokeToken,
     GetStats,
+    CreateArticle,
+    UpdateArticle,
+    GetArticle,
+    PublishArticle,
+    ArchiveArticle,
+    SearchArticles,
+    SuggestArticles,
+    RecordDeflection,
     // Last: they bring an expert online, after which new tickets are routed.
     Subscribe,
     SetPresence,
 }
 
-const EVERY_RPC: [Rpc; 23] = [
+const EVERY_RPC: [Rpc; 31] = [
     Rpc::CreateTicket,
     Rpc::GetTicket,
     Rpc::ListTickets,
@@ -85,6 +93,14 @@ const EVERY_RPC: [Rpc; 23] = [
     Rpc::ListTokens,
     Rpc::RevokeToken,
     Rpc::GetStats,
+    Rpc::CreateArticle,
+    Rpc::UpdateArticle,
+    Rpc::GetArticle,
+    Rpc::PublishArticle,
+    Rpc::ArchiveArticle,
+    Rpc::SearchArticles,
+    Rpc::SuggestArticles,
+    Rpc::RecordDeflection,
     Rpc::Subscribe,
     Rpc::SetPresence,
 ];
@@ -106,6 +122,11 @@ fn allowed(rpc: Rpc, who: Who) -> bool {
                 | GetExpert
                 | ListExperts
                 | GetStats
+                | GetArticle
+                | PublishArticle
+                | ArchiveArticle
+                | SearchArticles
+                | SuggestArticles
         ),
         ExpertSelf => matches!(
             rpc,
@@ -125,18 +146,51 @@ fn allowed(rpc: Rpc, who: Who) -> bool {
                 | Subscribe
                 | SetPresence
                 | GetStats
+                | CreateArticle
+                | UpdateArticle
+                | GetArticle
+                | PublishArticle
+                | ArchiveArticle
+                | SearchArticles
+                | SuggestArticles
         ),
-        // Reads name no expert, so naming another expert changes nothing there.
+        // Reads name no expert, so naming another expert changes nothing
+        // there; nor do knowledge calls, which name no expert at all (ann
+        // ranks L2 in the articles' tag, so she may publish them).
         ExpertOther => matches!(
             rpc,
-            GetTicket | ListTickets | WatchTicket | GetExpert | ListExperts | GetStats
+            GetTicket
+                | ListTickets
+                | WatchTicket
+                | GetExpert
+                | ListExperts
+                | GetStats
+                | CreateArticle
+                | UpdateArticle
+                | GetArticle
+                | PublishArticle
+                | ArchiveArticle
+                | SearchArticles
+                | SuggestArticles
         ),
-        // Rating is the customer's, through the bot that relays them.
+        // Rating is the customer's, through the bot that relays them; so
+        // is self-service (published articles, suggestions, deflections).
         BotOwn => matches!(
             rpc,
-            CreateTicket | GetTicket | ListTickets | WatchTicket | PostMessage | RateTicket
+            CreateTicket
+                | GetTicket
+                | ListTickets
+                | WatchTicket
+                | PostMessage
+                | RateTicket
+                | GetArticle
+                | SuggestArticles
+                | RecordDeflection
         ),
-        BotOther => matches!(rpc, CreateTicket | ListTickets),
+        BotOther => matches!(
+            rpc,
+            CreateTicket | ListTickets | GetArticle | SuggestArticles | RecordDeflection
+        ),
     }
 }
 
@@ -198,6 +252,39 @@ impl Matrix {
         ticket
     }
 
+    /// A fresh article on network (published if `published`), by the admin.
+    async fn article(&self, published: bool) -> pb::Article {
+        let mut kb = self.admin().knowledge;
+        let article = kb
+            .create_article(pb::CreateArticleRequest {
+                title: "VPN drops".into(),
+                body: "Reconnect the VPN.".into(),
+                tags: vec!["network".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !published {
+            return article;
+        }
+        kb.publish_article(pb::PublishArticleRequest {
+            id: article.id,
+            expected_version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    async fn get_article(&self, id: &str) -> pb::Article {
+        self.admin()
+            .knowledge
+            .get_article(pb::GetArticleRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     async fn claim_for(&self, ticket: &str, expert: &str) {
         self.server.claim(ticket, expert).await.unwrap();
     }
@@ -220,7 +307,11 @@ impl Matrix {
         &self,
         rpc: Rpc,
         who: Who,
-    ) -> (Result<(), Status>, Option<(pb::Ticket, pb::Ticket)>) {
+    ) -> (
+        Result<(), Status>,
+        Option<(pb::Ticket, pb::Ticket)>,
+        Option<(pb::Article, pb::Article)>,
+    ) {
         let c = self.clients[&who].clone();
         // The expert the call acts as; `ExpertOther` names bob with ann's token.
         let actor = if who == Who::ExpertOther {
@@ -252,6 +343,15 @@ impl Matrix {
             Some(id) => Some(self.server.get(id).await),
             None => None,
         };
+        let article = match rpc {
+            Rpc::UpdateArticle | Rpc::PublishArticle | Rpc::ArchiveArticle => {
+                Some(self.article(false).await)
+            }
+            Rpc::GetArticle | Rpc::RecordDeflection => Some(self.article(true).await),
+            _ => None,
+        };
+        let article_id = article.as_ref().map(|a| a.id.clone()).unwrap_or_default();
+        let mut kb = c.knowledge.clone();
         let mut tickets = c.tickets.clone();
         let mut experts = c.experts.clone();
         let mut admin = c.admin.clone();
@@ -417,6 +517,63 @@ impl Matrix {
                 .list_tokens(pb::ListTokensRequest::default())
                 .await
                 .map(drop),
+            Rpc::CreateArticle => kb
+                .create_article(pb::CreateArticleRequest {
+                    title: "Printer jam".into(),
+                    body: "Open tray two.".into(),
+                    tags: vec!["network".into()],
+                })
+                .await
+                .map(drop),
+            Rpc::UpdateArticle => kb
+                .update_article(pb::UpdateArticleRequest {
+                    id: article_id.clone(),
+                    body: Some("Restart, then reconnect.".into()),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::GetArticle => kb
+                .get_article(pb::GetArticleRequest {
+                    id: article_id.clone(),
+                })
+                .await
+                .map(drop),
+            Rpc::PublishArticle => kb
+                .publish_article(pb::PublishArticleRequest {
+                    id: article_id.clone(),
+                    expected_version: 0,
+                })
+                .await
+                .map(drop),
+            Rpc::ArchiveArticle => kb
+                .archive_article(pb::ArchiveArticleRequest {
+                    id: article_id.clone(),
+                    expected_version: 0,
+                })
+                .await
+                .map(drop),
+            Rpc::SearchArticles => kb
+                .search_articles(pb::SearchArticlesRequest {
+                    query: "vpn".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::SuggestArticles => kb
+                .suggest_articles(pb::SuggestArticlesRequest {
+                    text: "my vpn drops".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::RecordDeflection => kb
+                .record_deflection(pb::RecordDeflectionRequest {
+                    article_id: article_id.clone(),
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop),
             Rpc::RevokeToken => {
                 let (victim, _) = self.server.new_token(pb::Role::Supervisor, "", "").await;
                 admin
@@ -429,7 +586,14 @@ impl Matrix {
             (Some(before), Some(id)) => Some((before, self.server.get(&id).await)),
             _ => None,
         };
-        (result, around)
+        let article_around = match article {
+            Some(before) => {
+                let after = self.get_article(&before.id).await;
+                Some((before, after))
+            }
+            None => None,
+        };
+        (result, around, article_around)
     }
 }
 
@@ -439,7 +603,7 @@ async fn every_rpc_against_every_role() {
     let mut failures = Vec::new();
     for rpc in EVERY_RPC {
         for who in EVERYONE {
-            let (result, ticket) = matrix.call(rpc, who).await;
+            let (result, ticket, article) = matrix.call(rpc, who).await;
             let expected = if who == Who::Anonymous {
                 Err(Code::Unauthenticated)
             } else if allowed(rpc, who) {
@@ -460,6 +624,12 @@ async fn every_rpc_against_every_role() {
                 assert_eq!(
                     before, after,
                     "{rpc:?} as {who:?} was refused yet changed the ticket"
+                );
+            }
+            if let (Err(_), Some((before, after))) = (expected, &article) {
+                assert_eq!(
+                    before, after,
+                    "{rpc:?} as {who:?} was refused yet changed the article"
                 );
             }
         }

@@ -60,6 +60,8 @@ pub enum IndexError {
     },
     #[error("search index holds an unreadable document: {0}")]
     Corrupt(String),
+    #[error("search index is closed")]
+    Closed,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -131,7 +133,8 @@ pub struct SearchQuery<'a> {
 pub struct ArticleIndex {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// `None` once closed.
+    writer: Mutex<Option<IndexWriter>>,
     fields: Fields,
     /// Published articles in the index: lets ticket creation skip the
     /// search while there is nothing to suggest.
@@ -196,7 +199,7 @@ impl ArticleIndex {
         let this = ArticleIndex {
             index,
             reader,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Some(writer)),
             fields,
             published: AtomicU64::new(0),
             dir: dir.map(Path::to_path_buf),
@@ -217,10 +220,19 @@ impl ArticleIndex {
         Ok(this)
     }
 
-    fn writer(&self) -> MutexGuard<'_, IndexWriter> {
+    fn writer(&self) -> MutexGuard<'_, Option<IndexWriter>> {
         // A panic mid-write leaves uncommitted documents at worst; the
         // next commit's payload or a rebuild sets things right.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets background merges finish and releases the index's lock; later
+    /// writes fail with [`IndexError::Closed`].
+    pub fn close(&self) -> Result<(), IndexError> {
+        match self.writer().take() {
+            Some(writer) => Ok(writer.wait_merging_threads()?),
+            None => Ok(()),
+        }
     }
 
     fn document(&self, article: &Article) -> TantivyDocument {
@@ -255,20 +267,22 @@ impl ArticleIndex {
     /// Puts `article` in place of its earlier version; the index then
     /// covers `generation`.
     pub fn put(&self, article: &Article, generation: u64) -> Result<(), IndexError> {
-        let mut writer = self.writer();
+        let mut guard = self.writer();
+        let writer = guard.as_mut().ok_or(IndexError::Closed)?;
         writer.delete_term(Term::from_field_u64(self.fields.id, article.id.0));
         writer.add_document(self.document(article))?;
-        self.commit(&mut writer, generation)
+        self.commit(writer, generation)
     }
 
     /// Replaces everything with `articles`, which make `generation`.
     pub fn rebuild(&self, articles: &[Article], generation: u64) -> Result<(), IndexError> {
-        let mut writer = self.writer();
+        let mut guard = self.writer();
+        let writer = guard.as_mut().ok_or(IndexError::Closed)?;
         writer.delete_all_documents()?;
         for article in articles {
             writer.add_document(self.document(article))?;
         }
-        self.commit(&mut writer, generation)
+        self.commit(writer, generation)
     }
 
     /// The generation the index covers, as its last commit says.

@@ -136,6 +136,13 @@ impl KnowledgeBase {
         Ok(article)
     }
 
+    /// Finishes the index's background work (at shutdown). Blocking.
+    pub fn close(&self) {
+        if let Err(e) = self.index.close() {
+            tracing::warn!(error = %e, "closing the search index failed; it is rebuilt if stale");
+        }
+    }
+
     pub fn get(&self, id: ArticleId) -> Result<Article, DeskError> {
         self.store
             .article(id)?
@@ -277,12 +284,8 @@ impl KnowledgeBase {
         .await
     }
 
-    /// SearchArticles. Bots search published articles only.
-    pub async fn search(
-        &self,
-        search: ArticleSearch,
-        grant: &Grant,
-    ) -> Result<Vec<Hit>, DeskError> {
+    /// SearchArticles (for agents: in whichever states they ask for).
+    pub async fn search(&self, search: ArticleSearch) -> Result<Vec<Hit>, DeskError> {
         let chars = search.text.chars().count();
         if chars > MAX_QUERY_CHARS {
             return Err(DeskError::invalid(
@@ -291,7 +294,7 @@ impl KnowledgeBase {
             ));
         }
         let mut states = search.states;
-        if states.is_empty() || matches!(grant, Grant::Bot(_)) {
+        if states.is_empty() {
             states = vec![ArticleState::Published];
         }
         let limit = match search.limit {

@@ -11,6 +11,7 @@ use swarmdesk::client::{with_token, AuthedChannel, ClientTls};
 use swarmdesk::rpc::pb;
 use swarmdesk::rpc::pb::admin_service_client::AdminServiceClient;
 use swarmdesk::rpc::pb::expert_service_client::ExpertServiceClient;
+use swarmdesk::rpc::pb::knowledge_service_client::KnowledgeServiceClient;
 use swarmdesk::rpc::pb::stats_service_client::StatsServiceClient;
 use swarmdesk::rpc::pb::ticket_service_client::TicketServiceClient;
 use swarmdesk::server::{self, ServerConfig};
@@ -30,6 +31,7 @@ pub struct Clients {
     pub experts: ExpertServiceClient<AuthedChannel>,
     pub admin: AdminServiceClient<AuthedChannel>,
     pub stats: StatsServiceClient<AuthedChannel>,
+    pub knowledge: KnowledgeServiceClient<AuthedChannel>,
 }
 
 impl Clients {
@@ -39,6 +41,7 @@ impl Clients {
             tickets: TicketServiceClient::new(channel.clone()),
             experts: ExpertServiceClient::new(channel.clone()),
             stats: StatsServiceClient::new(channel.clone()),
+            knowledge: KnowledgeServiceClient::new(channel.clone()),
             admin: AdminServiceClient::new(channel),
         }
     }
