@@ -17,6 +17,13 @@
 //! Registration and publishing exclude each other (one `RwLock`), and the hub
 //! records the last position it published: a new subscriber replays the
 //! store up to that watermark and takes everything after it live.
+//!
+//! The hub keeps the most recent events it published ([`RECENT_EVENTS`]) in
+//! memory, so a stream that fell behind by less than that replays from
+//! memory: no store read, no decoding, and the events are shared with every
+//! other stream catching up. Without it, a burst that overflowed many
+//! streams at once made each of them read and decode the same stretch of
+//! the log, which cost more than the burst itself.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -32,6 +39,60 @@ use crate::store::{EventSink, Store};
 
 /// Events read from the store per replay step.
 const REPLAY_PAGE: usize = 256;
+/// Events taken from memory per replay step (no I/O: bigger steps).
+const RECENT_PAGE: usize = 1024;
+/// Published events kept in memory for streams catching up: a few seconds
+/// of a busy hour, some tens of MB at most.
+pub const RECENT_EVENTS: usize = 32_768;
+
+/// The latest published events, contiguous in position, oldest first.
+#[derive(Debug, Default)]
+struct Recent {
+    events: VecDeque<Arc<TicketEvent>>,
+    capacity: usize,
+}
+
+impl Recent {
+    fn push(&mut self, event: &Arc<TicketEvent>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self
+            .events
+            .back()
+            .is_some_and(|last| event.position != last.position + 1)
+        {
+            // Never leave a hole: a hole would be a gap in someone's replay.
+            self.events.clear();
+        }
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(event.clone());
+    }
+
+    /// Up to `limit` events with `after < position <= upto`, if memory
+    /// holds every one of them.
+    fn between(&self, after: u64, upto: u64, limit: usize) -> Option<Vec<Arc<TicketEvent>>> {
+        let first = self.events.front()?.position;
+        let last = self.events.back()?.position;
+        if after.saturating_add(1) < first || upto > last {
+            return None;
+        }
+        if after >= upto {
+            return Some(Vec::new());
+        }
+        let start = usize::try_from(after + 1 - first).ok()?;
+        Some(
+            self.events
+                .range(start..)
+                .take_while(|e| e.position <= upto)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+}
 
 /// What a subscription wants to see.
 #[derive(Clone, Debug)]
@@ -178,6 +239,7 @@ struct Shared {
     published: AtomicU64,
     next_id: AtomicU64,
     buffer: usize,
+    recent: RwLock<Recent>,
 }
 
 /// The fan-out point. Cheap to clone.
@@ -189,12 +251,21 @@ pub struct Hub {
 impl Hub {
     /// `buffer` is each subscriber's live buffer, in events.
     pub fn new(buffer: usize) -> Self {
+        Self::with_recent(buffer, RECENT_EVENTS)
+    }
+
+    /// Keeping `recent` published events in memory for catching up.
+    pub fn with_recent(buffer: usize, recent: usize) -> Self {
         Hub {
             shared: Arc::new(Shared {
                 index: RwLock::new(Index::default()),
                 published: AtomicU64::new(0),
                 next_id: AtomicU64::new(1),
                 buffer: buffer.max(1),
+                recent: RwLock::new(Recent {
+                    events: VecDeque::new(),
+                    capacity: recent,
+                }),
             }),
         }
     }
@@ -203,7 +274,26 @@ impl Hub {
     /// the store already.
     pub fn start_at(&self, position: u64) {
         let _index = self.write();
+        self.recent_mut().events.clear();
         self.shared.published.store(position, Ordering::Release);
+    }
+
+    fn recent_mut(&self) -> RwLockWriteGuard<'_, Recent> {
+        // Whole pushes only; at worst a panic leaves fewer events in memory.
+        self.shared
+            .recent
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Published events `after < position <= upto` from memory, up to
+    /// `limit`; `None` when memory no longer holds all of them.
+    fn recent_between(&self, after: u64, upto: u64, limit: usize) -> Option<Vec<Arc<TicketEvent>>> {
+        self.shared
+            .recent
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .between(after, upto, limit)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Index> {
@@ -305,6 +395,7 @@ impl EventSink for Hub {
             tracing::error!("fan-out panicked; every stream resyncs from the store");
             let mut index = self.write();
             *index = Index::default();
+            self.recent_mut().events.clear();
             if let Some(last) = events.last() {
                 self.shared
                     .published
@@ -317,6 +408,13 @@ impl EventSink for Hub {
 impl Hub {
     fn deliver(&self, events: &[Arc<TicketEvent>]) {
         let mut dropped: Vec<SubId> = Vec::new();
+        {
+            // Before the watermark moves: a replay up to it finds them.
+            let mut recent = self.recent_mut();
+            for event in events {
+                recent.push(event);
+            }
+        }
         {
             let index = self.read();
             let mut candidates = Vec::new();
@@ -345,6 +443,9 @@ impl Hub {
             }
         }
         if !dropped.is_empty() {
+            crate::metrics::metrics()
+                .stream_resyncs
+                .inc_by(dropped.len() as u64);
             let mut index = self.write();
             for id in dropped {
                 index.remove(id);
@@ -435,17 +536,35 @@ impl Subscription {
     /// Reads the next page of the replay into the backlog; false when the
     /// replay has reached the watermark.
     fn replay_page(&mut self) -> Result<bool, DeskError> {
-        let page = match &self.filter {
+        let pages = &crate::metrics::metrics().replay_pages;
+        let in_memory = match &self.filter {
             Filter::Expert(_) | Filter::All => {
-                self.store
-                    .events_between(self.cursor.position, self.upto, REPLAY_PAGE)
+                self.hub
+                    .recent_between(self.cursor.position, self.upto, RECENT_PAGE)
             }
-            Filter::Ticket(id) => {
-                self.store
-                    .ticket_events(*id, self.cursor.seq, self.upto, REPLAY_PAGE)
+            // By ticket sequence: the store's per-ticket index is the way.
+            Filter::Ticket(_) => None,
+        };
+        let page = match in_memory {
+            Some(page) => {
+                pages.with_label_values(&["memory"]).inc();
+                page
             }
-        }
-        .map_err(|e| DeskError::Storage(e.to_string()))?;
+            None => {
+                pages.with_label_values(&["store"]).inc();
+                match &self.filter {
+                    Filter::Expert(_) | Filter::All => {
+                        self.store
+                            .events_between(self.cursor.position, self.upto, REPLAY_PAGE)
+                    }
+                    Filter::Ticket(id) => {
+                        self.store
+                            .ticket_events(*id, self.cursor.seq, self.upto, REPLAY_PAGE)
+                    }
+                }
+                .map_err(|e| DeskError::Storage(e.to_string()))?
+            }
+        };
         if page.is_empty() {
             // Nothing more of ours up to the watermark: live continues from it.
             self.cursor.position = self.cursor.position.max(self.upto);
@@ -607,8 +726,71 @@ mod tests {
 
     #[tokio::test]
     async fn a_stalled_subscriber_is_dropped_and_catches_up_without_loss() {
+        // From recent events in memory, and (none kept) from the store.
+        for recent in [RECENT_EVENTS, 0] {
+            stalled_subscriber_catches_up(Hub::with_recent(2, recent)).await;
+        }
+    }
+
+    #[test]
+    fn recent_events_answer_only_ranges_they_hold_whole() {
+        let event = |position| {
+            Arc::new(TicketEvent {
+                position,
+                at: 0,
+                actor: "c".into(),
+                kind: EventKind::Created,
+                ticket: Ticket {
+                    header: Arc::new(TicketHeader {
+                        id: TicketId(position),
+                        title: "t".into(),
+                        description: String::new(),
+                        requester: "c".into(),
+                        channel: ContactChannel::Api,
+                        kind: TicketKind::Question,
+                        priority: Priority::P3,
+                        skills: vec![],
+                        created_at: 0,
+                        created_by: None,
+                    }),
+                    state: TicketState::blank(0, crate::domain::SlaClocks::untracked()),
+                },
+            })
+        };
+        let positions = |events: Option<Vec<Arc<TicketEvent>>>| {
+            events.map(|e| e.iter().map(|e| e.position).collect::<Vec<_>>())
+        };
+        let mut recent = Recent {
+            events: VecDeque::new(),
+            capacity: 4,
+        };
+        assert_eq!(
+            positions(recent.between(0, 0, 10)),
+            None,
+            "empty holds nothing"
+        );
+        for p in 1..=6 {
+            recent.push(&event(p));
+        }
+        // Holds 3..=6.
+        assert_eq!(positions(recent.between(2, 6, 10)), Some(vec![3, 4, 5, 6]));
+        assert_eq!(positions(recent.between(3, 5, 10)), Some(vec![4, 5]));
+        assert_eq!(positions(recent.between(2, 6, 2)), Some(vec![3, 4]));
+        assert_eq!(positions(recent.between(6, 6, 10)), Some(vec![]));
+        assert_eq!(positions(recent.between(1, 6, 10)), None, "2 is gone");
+        assert_eq!(
+            positions(recent.between(4, 7, 10)),
+            None,
+            "7 is not there yet"
+        );
+        // A hole (never expected) empties memory rather than hide a gap.
+        recent.push(&event(9));
+        assert_eq!(positions(recent.between(5, 9, 10)), None);
+        assert_eq!(positions(recent.between(8, 9, 10)), Some(vec![9]));
+    }
+
+    async fn stalled_subscriber_catches_up(hub: Hub) {
         let dir = tempfile::tempdir().unwrap();
-        let hub = Hub::new(2);
         let store =
             Arc::new(SledStore::open(&SledConfig::new(dir.path()), Arc::new(hub.clone())).unwrap());
         let before = create(&store, "net").await;

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub store_flush_seconds: Histogram,
     /// Events between the newest durable one and the one a stream delivers.
     pub stream_lag: Histogram,
+    /// Streams dropped from the live feed for falling behind.
+    pub stream_resyncs: IntCounter,
+    /// Pages a stream replayed, by where they came from (memory, store).
+    pub replay_pages: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -121,6 +125,22 @@ impl Metrics {
                     "stream_lag_events",
                     "Durable events not yet delivered when a stream delivers one",
                     vec![0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0],
+                ),
+            ),
+            stream_resyncs: register(
+                &registry,
+                IntCounter::new(
+                    "stream_resyncs_total",
+                    "Streams dropped from the live feed for falling behind (they catch up by replay)",
+                )
+                .unwrap_or_else(|e| panic!("metric stream_resyncs_total: {e}")),
+            ),
+            replay_pages: register(
+                &registry,
+                counter_vec(
+                    "replay_pages_total",
+                    "Pages of events streams replayed, from recent events in memory or from the store",
+                    &["from"],
                 ),
             ),
             registry,
