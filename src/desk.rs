@@ -698,7 +698,7 @@ impl Desk {
             let change = lifecycle::assign(&ticket, expert, self.now())?;
             let (receipt, w) =
                 self.commit_moves(state, &ticket, None, vec![change], "routing", None)?;
-            tracing::info!(ticket = %id, owner = %expert, position = receipt.events[0].position, "waiting ticket assigned");
+            tracing::debug!(ticket = %id, owner = %expert, position = receipt.events[0].position, "waiting ticket assigned");
             written.add(w);
         }
     }
@@ -819,7 +819,7 @@ impl Desk {
                     key,
                 )?;
                 let event = &receipt.events[0];
-                tracing::info!(ticket = %id, owner = ?owner.as_ref().map(ExpertId::as_str), position = event.position, "ticket created");
+                tracing::debug!(ticket = %id, owner = ?owner.as_ref().map(ExpertId::as_str), position = event.position, "ticket created");
                 let last = receipt.events.last().unwrap_or(event);
                 (last.ticket.clone(), written.lsn, true)
             }

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
+use bytes::Buf;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::transport::Channel;
 use tonic::Status;
+use tonic_prost::ProstEncoder;
 
 use super::procs::{self, ServerProcess};
 use super::{progress, BenchError, Plan, Report};
@@ -274,14 +277,103 @@ async fn register_many(
     Ok(())
 }
 
+/// Receives a stream's messages without decoding them. The harness shares
+/// the machine with the server it measures; decoding each of the ~10
+/// deliveries of every ticket would mostly measure the harness.
+#[derive(Debug, Default)]
+struct CountOnly;
+
+impl Decoder for CountOnly {
+    type Item = usize;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<usize>, Status> {
+        let n = src.remaining();
+        src.advance(n);
+        Ok(Some(n))
+    }
+}
+
+/// Subscribe, with a protobuf request and undecoded replies.
+#[derive(Debug, Default)]
+struct SubscribeCounting;
+
+impl Codec for SubscribeCounting {
+    type Encode = pb::SubscribeRequest;
+    type Decode = usize;
+    type Encoder = ProstEncoder<pb::SubscribeRequest>;
+    type Decoder = CountOnly;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CountOnly
+    }
+}
+
+async fn subscribe_counting(
+    channel: AuthedChannel,
+    request: pb::SubscribeRequest,
+) -> Result<tonic::Streaming<usize>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("subscribe: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static("/swarmdesk.v1.ExpertService/Subscribe");
+    Ok(grpc
+        .server_streaming(tonic::Request::new(request), path, SubscribeCounting)
+        .await?
+        .into_inner())
+}
+
+/// Experts online, their streams drained in the background (dropping
+/// `drains` ends them), with the count of deliveries they received.
+struct Online {
+    _drains: JoinSet<()>,
+    delivered: Arc<AtomicU64>,
+    /// Streams on each skill channel, when every skill has as many.
+    per_skill: Option<u64>,
+}
+
+impl Online {
+    /// Deliveries so far, once the streams' replays of earlier tickets
+    /// (a --target server's) have stopped coming.
+    async fn settled(&self) -> u64 {
+        let mut last = self.delivered.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.delivered.load(Ordering::Relaxed);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// Waits (up to a minute) until the streams have received `expected`
+    /// deliveries; returns how many they got.
+    async fn wait_for(&self, expected: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.delivered.load(Ordering::Relaxed);
+            if got >= expected || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// E experts over S skills, each subscribed, their streams drained in the
-/// background (dropping the set ends them).
+/// background.
 async fn experts_online(
     raw: &[Channel],
     admin: &AuthedChannel,
     experts: usize,
     skills: usize,
-) -> Result<JoinSet<()>, BenchError> {
+) -> Result<Online, BenchError> {
     let roster: Vec<(String, Vec<(String, i32)>)> = (0..experts)
         .map(|i| {
             let rank = 1 + (i / skills.max(1)) % 3;
@@ -295,18 +387,27 @@ async fn experts_online(
     let ids: Vec<String> = roster.iter().map(|(id, _)| id.clone()).collect();
     let tokens = expert_tokens(admin, &ids).await?;
     let mut drains = JoinSet::new();
+    let delivered = Arc::new(AtomicU64::new(0));
     for (i, (id, token)) in ids.into_iter().zip(tokens).enumerate() {
-        let mut stream = ExpertServiceClient::new(authed(&raw[i % raw.len()], &token)?)
-            .subscribe(pb::SubscribeRequest {
-                expert_id: id,
-                channels: vec![],
-                after_position: 0,
-            })
-            .await?
-            .into_inner();
-        drains.spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+        let request = pb::SubscribeRequest {
+            expert_id: id,
+            channels: vec![],
+            after_position: 0,
+        };
+        let mut stream = subscribe_counting(authed(&raw[i % raw.len()], &token)?, request).await?;
+        let delivered = delivered.clone();
+        drains.spawn(async move {
+            while let Ok(Some(_)) = stream.message().await {
+                delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        });
     }
-    Ok(drains)
+    let skills = skills.max(1);
+    Ok(Online {
+        _drains: drains,
+        delivered,
+        per_skill: (experts % skills == 0).then_some((experts / skills) as u64),
+    })
 }
 
 fn quantiles(h: &Histogram<u64>) -> (u64, u64, u64, u64) {
@@ -344,17 +445,35 @@ pub(super) async fn create(
         .map(|c| authed(c, &server.token))
         .collect::<Result<Vec<_>, _>>()?;
     let bare = authed_connections(baseline.addr, plan.connections, &server.token).await?;
-    let _drains = experts_online(&raw, &sd[0], plan.experts, plan.skills).await?;
+    let online = experts_online(&raw, &sd[0], plan.experts, plan.skills).await?;
     progress(format!(
         "{} experts online over {} skills",
         plan.experts, plan.skills
     ));
+    let replayed = online.settled().await;
     let sequence = Arc::new(AtomicU64::new(0));
+    let mut created = 0;
     for &c in &plan.concurrency {
         let base = closed_loop(&bare, c, plan.measure, &sequence, echo_call(plan.skills)).await?;
         record_load(report, "baseline", c, &base);
         let load = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
         record_load(report, "create", c, &load);
+        created += load.ops;
+    }
+    // Every ticket reached every stream on its skill channel.
+    if let Some(per_skill) = online.per_skill {
+        let expected = created * per_skill;
+        let delivered = online.wait_for(replayed + expected).await - replayed;
+        report.set("create_deliveries", delivered);
+        report.set("create_deliveries_lost", expected.saturating_sub(delivered));
+        report.row(format!(
+            "create: {created} tickets, {delivered} of {expected} deliveries to their swarms"
+        ));
+        if delivered != expected {
+            return Err(BenchError::Failed(format!(
+                "create: the swarms received {delivered} deliveries, expected {expected}"
+            )));
+        }
     }
     Ok(())
 }
@@ -372,7 +491,7 @@ pub(super) async fn slow_reader(
         .iter()
         .map(|c| authed(c, &server.token))
         .collect::<Result<Vec<_>, _>>()?;
-    let _drains = experts_online(&raw, &sd[0], plan.experts, plan.skills).await?;
+    let _online = experts_online(&raw, &sd[0], plan.experts, plan.skills).await?;
     let c = 64;
     let sequence = Arc::new(AtomicU64::new(0));
     let slow_id = format!("slow-{}", std::process::id());
