@@ -187,7 +187,12 @@ pub struct TicketPage {
 /// What routing needs, guarded by the desk's lock.
 #[derive(Debug, Default)]
 struct RoutingState {
+    /// Changed through [`RoutingState::put_expert`] only, which keeps
+    /// `holders` in step.
     experts: BTreeMap<ExpertId, Expert>,
+    /// Experts by skill tag they hold (any rank): routing looks at the
+    /// holders of a ticket's rarest required tag, not at every expert.
+    holders: HashMap<Tag, BTreeSet<ExpertId>>,
     /// Open Subscribe streams per expert; online means at least one.
     online: HashMap<ExpertId, u32>,
     pending: PendingQueue,
@@ -224,10 +229,46 @@ impl RoutingState {
         }
     }
 
-    /// Whom routing would pick now for these requirements.
+    /// Stores `expert` in the cache, and in the index of its skills.
+    fn put_expert(&mut self, expert: Expert) {
+        if let Some(old) = self.experts.get(&expert.id) {
+            if old.skills != expert.skills {
+                for skill in &old.skills {
+                    if let Some(set) = self.holders.get_mut(&skill.tag) {
+                        set.remove(&expert.id);
+                        if set.is_empty() {
+                            self.holders.remove(&skill.tag);
+                        }
+                    }
+                }
+            }
+        }
+        for skill in &expert.skills {
+            self.holders
+                .entry(skill.tag.clone())
+                .or_default()
+                .insert(expert.id.clone());
+        }
+        self.experts.insert(expert.id.clone(), expert);
+    }
+
+    /// Whom routing would pick now for these requirements. An eligible
+    /// expert holds every required tag, so the holders of the rarest one
+    /// are all the candidates there are (every expert, for none).
     fn best_owner(&self, skills: &[SkillRequirement], declined: &[ExpertId]) -> Option<ExpertId> {
+        let mut rarest: Option<&BTreeSet<ExpertId>> = None;
+        for required in skills {
+            let holders = self.holders.get(&required.tag)?;
+            if rarest.is_none_or(|r| holders.len() < r.len()) {
+                rarest = Some(holders);
+            }
+        }
+        let candidates: Box<dyn Iterator<Item = &Expert>> = match rarest {
+            Some(ids) => Box::new(ids.iter().filter_map(|id| self.experts.get(id))),
+            None => Box::new(self.experts.values()),
+        };
         routing::choose_owner(
-            self.experts.values().map(|e| (e, self.is_online(&e.id))),
+            candidates.map(|e| (e, self.is_online(&e.id))),
             skills,
             declined,
         )
@@ -304,7 +345,7 @@ impl Desk {
         let mut state = RoutingState::default();
         for expert in store.experts()? {
             state.assignment_seq = state.assignment_seq.max(expert.last_assigned_seq);
-            state.experts.insert(expert.id.clone(), expert);
+            state.put_expert(expert);
         }
         let mut live = 0usize;
         for ticket in store.live_tickets()? {
@@ -641,7 +682,7 @@ impl Desk {
         };
         let receipt = self.inner.store.commit(commit)?;
         for expert in experts {
-            state.experts.insert(expert.id.clone(), expert);
+            state.put_expert(expert);
         }
         if after.status == TicketStatus::Open {
             state.pending.insert(
@@ -1268,7 +1309,7 @@ impl Desk {
             };
             let mut lsn = self.inner.store.put_expert(&expert)?;
             self.inner.hub.update_skills(&expert.id, &expert.skills);
-            state.experts.insert(expert.id.clone(), expert.clone());
+            state.put_expert(expert.clone());
             // New skills or room may open waiting tickets to them.
             let routed = self.route_waiting_to(&mut state, &profile.id)?;
             lsn = lsn.max(routed.lsn);
@@ -1328,7 +1369,7 @@ impl Desk {
                 expert.presence = presence;
                 expert.version += 1;
                 lsn = self.inner.store.put_expert(&expert)?;
-                state.experts.insert(id.clone(), expert);
+                state.put_expert(expert);
             }
             if presence == Presence::Available {
                 lsn = lsn.max(self.route_waiting_to(&mut state, id)?.lsn);
@@ -1378,7 +1419,7 @@ impl Desk {
                     expert.channels = Some(wanted);
                     expert.version += 1;
                     lsn = self.inner.store.put_expert(&expert)?;
-                    state.experts.insert(id.clone(), expert.clone());
+                    state.put_expert(expert.clone());
                 }
             }
             let viewer = Viewer {

@@ -86,6 +86,41 @@ async fn routing_prefers_smallest_surplus_then_load_then_longest_wait() {
 }
 
 #[tokio::test]
+async fn routing_follows_skills_as_they_change_and_needs_every_required_tag() {
+    let server = spawn_server().await;
+    server.register("ann", &[("network", L2)], 5).await;
+    server
+        .register("bob", &[("network", L1), ("database", L2)], 5)
+        .await;
+    let _a = server.subscribe("ann").await;
+    let _b = server.subscribe("bob").await;
+    // Both tags: only bob holds both.
+    let both = [("network", L1), ("database", L1)];
+    assert_eq!(
+        server.create("db over vpn", &both, P3).await.owner_id,
+        "bob"
+    );
+    // No skills at all: anyone may own it; ann has the lower load.
+    assert_eq!(server.create("question", &[], P3).await.owner_id, "ann");
+    // Ann moves from network to database: network work is no longer hers.
+    server.register("ann", &[("database", L3)], 5).await;
+    assert_eq!(
+        server.create("vpn", &[("network", L1)], P3).await.owner_id,
+        "bob"
+    );
+    let t = server.create("slow query", &[("database", L3)], P3).await;
+    assert_eq!(t.owner_id, "ann");
+    // A tag nobody holds: the ticket waits.
+    assert_eq!(
+        server
+            .create("mainframe", &[("cobol", L1)], P3)
+            .await
+            .owner_id,
+        ""
+    );
+}
+
+#[tokio::test]
 async fn capacity_bounds_assignment_and_claims() {
     let server = spawn_server().await;
     server.register("solo", &[("db", L2)], 2).await;

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Buf;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
-use bytes::Buf;
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::transport::Channel;
 use tonic::Status;
