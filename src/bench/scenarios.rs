@@ -406,7 +406,9 @@ async fn experts_online(
     Ok(Online {
         _drains: drains,
         delivered,
-        per_skill: (experts % skills == 0).then_some((experts / skills) as u64),
+        per_skill: experts
+            .is_multiple_of(skills)
+            .then_some((experts / skills) as u64),
     })
 }
 
