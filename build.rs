@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        // Hand-written (src/rpc/wire.rs): streams share one encoding of an event.
+        .extern_path(".swarmdesk.v1.SwarmEvent", "crate::rpc::wire::SwarmEvent")
         .compile_fds(all)?;
     Ok(())
 }

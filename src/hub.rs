@@ -28,7 +28,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -111,12 +111,14 @@ impl Filter {
         !matches!(self, Filter::All)
     }
 
-    /// The event as this subscriber sees it, with why, or `None`.
-    fn admit(&self, event: &Arc<TicketEvent>) -> Option<Delivery> {
+    /// The event as this subscriber sees it, with why, or `None`. Expert
+    /// streams see the same event, so they share `encoded`.
+    fn admit(&self, event: &Arc<TicketEvent>, encoded: &EncodedOnce) -> Option<Delivery> {
         match self {
             Filter::Expert(viewer) => swarm_reason(event, viewer).map(|reason| Delivery {
                 event: event.clone(),
                 reason: Some(reason),
+                encoded: encoded.clone(),
             }),
             Filter::Ticket(id) if *id == event.ticket_id() => {
                 public_view(event).map(|view| Delivery {
@@ -125,12 +127,14 @@ impl Filter {
                         Cow::Owned(redacted) => Arc::new(redacted),
                     },
                     reason: None,
+                    encoded: EncodedOnce::default(),
                 })
             }
             Filter::Ticket(_) => None,
             Filter::All => Some(Delivery {
                 event: event.clone(),
                 reason: None,
+                encoded: EncodedOnce::default(),
             }),
         }
     }
@@ -142,7 +146,13 @@ pub struct Delivery {
     pub event: Arc<TicketEvent>,
     /// Set on expert streams.
     pub reason: Option<SwarmReason>,
+    /// The event's wire encoding, made by the first stream that sends it
+    /// and shared by the expert streams the live fan-out gave it to.
+    pub encoded: EncodedOnce,
 }
+
+/// A slot for an event's encoding, filled once.
+pub type EncodedOnce = Arc<OnceLock<bytes::Bytes>>;
 
 type SubId = u64;
 
@@ -420,6 +430,7 @@ impl Hub {
             let mut candidates = Vec::new();
             for event in events {
                 index.candidates(event, &mut candidates);
+                let encoded = EncodedOnce::default();
                 for id in &candidates {
                     if dropped.contains(id) {
                         // Once one event is missed, sending later ones would
@@ -429,7 +440,7 @@ impl Hub {
                     let Some(subscriber) = index.subscribers.get(id) else {
                         continue;
                     };
-                    if let Some(delivery) = subscriber.filter.admit(event) {
+                    if let Some(delivery) = subscriber.filter.admit(event, &encoded) {
                         if subscriber.tx.try_send(delivery).is_err() {
                             dropped.push(*id);
                         }
@@ -572,7 +583,7 @@ impl Subscription {
         }
         for event in &page {
             if self.accept(event) {
-                if let Some(delivery) = self.filter.admit(event) {
+                if let Some(delivery) = self.filter.admit(event, &EncodedOnce::default()) {
                     self.backlog.push_back(delivery);
                 }
             }

@@ -104,6 +104,7 @@ impl BenchBaseline for Baseline {
                 ticket: Some(ticket.clone()),
                 payload: None,
             }),
+            encoded_event: None,
         };
         // No receivers is fine: nothing is listening yet.
         let _ = self.events.send(event);

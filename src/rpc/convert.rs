@@ -354,11 +354,17 @@ pub fn event(e: &TicketEvent) -> pb::TicketEvent {
     }
 }
 
+/// An expert stream's message; the event is converted and encoded once
+/// for all the streams the fan-out gave it to.
 pub fn swarm_event(d: &Delivery) -> pb::SwarmEvent {
+    let encoded = d
+        .encoded
+        .get_or_init(|| super::wire::encode_event(&event(&d.event)));
     pb::SwarmEvent {
         position: d.event.position,
         reason: d.reason.map_or(0, SwarmReason::number),
-        event: Some(event(&d.event)),
+        event: None,
+        encoded_event: Some(encoded.clone()),
     }
 }
 

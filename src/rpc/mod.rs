@@ -8,6 +8,7 @@ pub mod gate;
 pub mod knowledge;
 pub mod stats;
 pub mod tickets;
+pub mod wire;
 
 use std::collections::HashMap;
 
@@ -27,6 +28,8 @@ use crate::hub::StreamEnd;
 )]
 pub mod pb {
     tonic::include_proto!("swarmdesk.v1");
+
+    pub use super::wire::SwarmEvent;
 
     /// For server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
