@@ -23,12 +23,11 @@ use crate::domain::lifecycle::{self, Author, Move};
 use crate::domain::routing::{self, PendingQueue, PendingTicket};
 use crate::domain::stats::Bucket;
 use crate::domain::{
-    check_short_text, check_skill_list, check_text, ArticleContent, ArticleLink, BotName,
-    ContactChannel, DeskError, EventKind, Expert, ExpertId, KnowledgeCounts, NamedSwarm, Presence,
-    Priority, Skill, SkillRequirement, SlaPolicies, SlaTarget, Tag, Ticket, TicketEvent,
+    check_short_text, check_skill_list, check_text, check_title, ArticleContent, ArticleLink,
+    BotName, ContactChannel, DeskError, EventKind, Expert, ExpertId, KnowledgeCounts, NamedSwarm,
+    Presence, Priority, Skill, SkillRequirement, SlaPolicies, SlaTarget, Tag, Ticket, TicketEvent,
     TicketHeader, TicketId, TicketKind, TicketState, TicketStatus, UnixMicros, VendorRef, Viewer,
     Visibility, DEFAULT_CAPACITY, MAX_BODY_BYTES, MAX_CAPACITY, MAX_CHANNELS, MAX_NOTE_BYTES,
-    MAX_TITLE_CHARS,
 };
 use crate::hub::{Filter, Hub, Start, Subscription};
 use crate::knowledge::index::Hit;
@@ -122,16 +121,7 @@ pub struct NewTicket {
 
 impl NewTicket {
     fn validate(&self) -> Result<(), DeskError> {
-        let title_chars = self.title.chars().count();
-        if self.title.trim().is_empty() {
-            return Err(DeskError::invalid("title", "a title is required"));
-        }
-        if title_chars > MAX_TITLE_CHARS {
-            return Err(DeskError::invalid(
-                "title",
-                format!("{title_chars} characters is over the limit of {MAX_TITLE_CHARS}"),
-            ));
-        }
+        check_title("title", &self.title)?;
         check_text("description", &self.description, MAX_BODY_BYTES)?;
         if self.requester.trim().is_empty() {
             return Err(DeskError::invalid("requester", "a requester is required"));

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DeskError;
 use super::model::{
-    check_skill_list, check_text, ExpertId, Rank, Skill, Tag, TicketId, UnixMicros, MAX_BODY_BYTES,
-    MAX_TITLE_CHARS,
+    check_skill_list, check_text, check_title, parse_numbered_id, ExpertId, Rank, Skill, Tag,
+    TicketId, UnixMicros, MAX_BODY_BYTES,
 };
 
 /// An article's id: a number growing in creation order, shown as `KB-<n>`.
@@ -22,19 +22,7 @@ pub struct ArticleId(pub u64);
 
 impl ArticleId {
     pub fn parse(field: &str, raw: &str) -> Result<Self, DeskError> {
-        if raw.is_empty() {
-            return Err(DeskError::invalid(field, "an article id is required"));
-        }
-        raw.strip_prefix("KB-")
-            .and_then(|n| n.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-            .map(ArticleId)
-            .ok_or_else(|| {
-                DeskError::invalid(
-                    field,
-                    format!("article id {raw:?} is not of the form KB-<n>"),
-                )
-            })
+        parse_numbered_id(field, raw, "KB-", "article id").map(ArticleId)
     }
 }
 
@@ -68,16 +56,7 @@ pub struct ArticleContent {
 
 impl ArticleContent {
     pub fn validate(&self) -> Result<(), DeskError> {
-        if self.title.trim().is_empty() {
-            return Err(DeskError::invalid("title", "a title is required"));
-        }
-        let chars = self.title.chars().count();
-        if chars > MAX_TITLE_CHARS {
-            return Err(DeskError::invalid(
-                "title",
-                format!("{chars} characters is over the limit of {MAX_TITLE_CHARS}"),
-            ));
-        }
+        check_title("title", &self.title)?;
         if self.title.chars().any(char::is_control) {
             return Err(DeskError::invalid(
                 "title",
@@ -284,6 +263,7 @@ pub fn author_name(expert: Option<&ExpertId>, role: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::MAX_TITLE_CHARS;
 
     fn tag(s: &str) -> Tag {
         Tag::parse("t", s).unwrap()

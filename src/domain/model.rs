@@ -105,17 +105,29 @@ pub struct TicketId(pub u64);
 
 impl TicketId {
     pub fn parse(field: &str, raw: &str) -> Result<Self, DeskError> {
-        if raw.is_empty() {
-            return Err(DeskError::invalid(field, "a ticket id is required"));
-        }
-        raw.strip_prefix("T-")
-            .and_then(|n| n.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-            .map(TicketId)
-            .ok_or_else(|| {
-                DeskError::invalid(field, format!("ticket id {raw:?} is not of the form T-<n>"))
-            })
+        parse_numbered_id(field, raw, "T-", "ticket id").map(TicketId)
     }
+}
+
+/// The number of an id written `<prefix><n>` (n ≥ 1), such as `T-12`.
+pub fn parse_numbered_id(
+    field: &str,
+    raw: &str,
+    prefix: &str,
+    what: &str,
+) -> Result<u64, DeskError> {
+    if raw.is_empty() {
+        return Err(DeskError::invalid(field, format!("a {what} is required")));
+    }
+    raw.strip_prefix(prefix)
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            DeskError::invalid(
+                field,
+                format!("{what} {raw:?} is not of the form {prefix}<n>"),
+            )
+        })
 }
 
 impl fmt::Display for TicketId {
@@ -466,6 +478,21 @@ impl Ticket {
     pub fn involves(&self, expert: &ExpertId) -> bool {
         self.state.owner.as_ref() == Some(expert) || self.state.members.contains(expert)
     }
+}
+
+/// A ticket's or an article's title: required, at most [`MAX_TITLE_CHARS`].
+pub fn check_title(field: &str, title: &str) -> Result<(), DeskError> {
+    if title.trim().is_empty() {
+        return Err(DeskError::invalid(field, "a title is required"));
+    }
+    let chars = title.chars().count();
+    if chars > MAX_TITLE_CHARS {
+        return Err(DeskError::invalid(
+            field,
+            format!("{chars} characters is over the limit of {MAX_TITLE_CHARS}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Title, description and requester checks shared by every entry point.

@@ -222,7 +222,10 @@ impl KnowledgeBase {
         }
     }
 
-    async fn change_state(
+    /// Publishes (from draft or archived) or archives (from draft or
+    /// published) an article; moving it where it already is changes
+    /// nothing. Drafts are made by [`KnowledgeBase::create`] only.
+    pub async fn change_state(
         &self,
         id: ArticleId,
         expected_version: u64,
@@ -243,26 +246,6 @@ impl KnowledgeBase {
             Some(next) => self.save(next).await,
             None => Ok(article),
         }
-    }
-
-    pub async fn publish(
-        &self,
-        id: ArticleId,
-        expected_version: u64,
-        grant: &Grant,
-    ) -> Result<Article, DeskError> {
-        self.change_state(id, expected_version, grant, ArticleState::Published)
-            .await
-    }
-
-    pub async fn archive(
-        &self,
-        id: ArticleId,
-        expected_version: u64,
-        grant: &Grant,
-    ) -> Result<Article, DeskError> {
-        self.change_state(id, expected_version, grant, ArticleState::Archived)
-            .await
     }
 
     async fn run_search(

@@ -7,7 +7,7 @@ use super::gate::{authorize, principal_label};
 use super::pb::{self, knowledge_service_server::KnowledgeService};
 use super::{convert, status_of, DeskCell};
 use crate::domain::knowledge::author_name;
-use crate::domain::{ArticleContent, ArticleId, DeskError, Grant, Operation};
+use crate::domain::{ArticleContent, ArticleId, ArticleState, DeskError, Grant, Operation};
 use crate::knowledge::{ArticleEdit, ArticleSearch, KnowledgeBase};
 
 #[derive(Clone, Debug)]
@@ -22,6 +22,24 @@ impl KnowledgeApi {
 
     fn knowledge(&self) -> Result<&KnowledgeBase, Status> {
         Ok(super::ready_desk(&self.desk)?.knowledge())
+    }
+
+    /// PublishArticle and ArchiveArticle: the same rights, the same shape.
+    async fn move_article<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+        expected_version: u64,
+        to: ArticleState,
+    ) -> Result<Response<pb::Article>, Status> {
+        let caller = authorize(request, Operation::PublishArticle)?;
+        let id = article_id(id)?;
+        let grant = &caller.principal.grant;
+        reply(
+            self.knowledge()?
+                .change_state(id, expected_version, grant, to)
+                .await,
+        )
     }
 }
 
@@ -95,15 +113,12 @@ impl KnowledgeService for KnowledgeApi {
         &self,
         request: Request<pb::PublishArticleRequest>,
     ) -> Result<Response<pb::Article>, Status> {
-        let caller = authorize(&request, Operation::PublishArticle)?;
-        let r = request.get_ref();
-        let id = article_id(&r.id)?;
-        let grant = &caller.principal.grant;
-        reply(
-            self.knowledge()?
-                .publish(id, r.expected_version, grant)
-                .await,
-        )
+        let (id, version) = (
+            request.get_ref().id.clone(),
+            request.get_ref().expected_version,
+        );
+        self.move_article(&request, &id, version, ArticleState::Published)
+            .await
     }
 
     #[instrument(skip_all, fields(principal = principal_label(&request), article_id = %request.get_ref().id))]
@@ -111,15 +126,12 @@ impl KnowledgeService for KnowledgeApi {
         &self,
         request: Request<pb::ArchiveArticleRequest>,
     ) -> Result<Response<pb::Article>, Status> {
-        let caller = authorize(&request, Operation::PublishArticle)?;
-        let r = request.get_ref();
-        let id = article_id(&r.id)?;
-        let grant = &caller.principal.grant;
-        reply(
-            self.knowledge()?
-                .archive(id, r.expected_version, grant)
-                .await,
-        )
+        let (id, version) = (
+            request.get_ref().id.clone(),
+            request.get_ref().expected_version,
+        );
+        self.move_article(&request, &id, version, ArticleState::Archived)
+            .await
     }
 
     #[instrument(skip_all, fields(principal = principal_label(&request)))]
