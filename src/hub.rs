@@ -34,7 +34,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::event::{public_view, swarm_reason};
-use crate::domain::{DeskError, ExpertId, Skill, SwarmReason, Tag, TicketEvent, TicketId, Viewer};
+use crate::domain::{
+    DeskError, EventKind, ExpertId, Skill, SwarmReason, Tag, TicketEvent, TicketId, Viewer,
+};
 use crate::store::{EventSink, Store};
 
 /// Events read from the store per replay step.
@@ -42,17 +44,40 @@ const REPLAY_PAGE: usize = 256;
 /// Events taken from memory per replay step (no I/O: bigger steps).
 const RECENT_PAGE: usize = 1024;
 /// Published events kept in memory for streams catching up: a few seconds
-/// of a busy hour, some tens of MB at most.
+/// of a busy hour.
 pub const RECENT_EVENTS: usize = 32_768;
+/// And at most about this many bytes of them (descriptions and messages
+/// may be up to 64 KiB each).
+pub const RECENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Roughly what keeping `event` in memory costs, erring high (a header
+/// shared by several events is counted with each).
+fn approx_size(event: &TicketEvent) -> usize {
+    let header = &event.ticket.header;
+    let text = match &event.kind {
+        EventKind::Message { body, .. } => body.len(),
+        EventKind::StatusChanged { note, .. } | EventKind::HelpRequested { note, .. } => note.len(),
+        EventKind::Rated { comment, .. } => comment.len(),
+        _ => 0,
+    };
+    512 + header.title.len() + header.description.len() + text
+}
 
 /// The latest published events, contiguous in position, oldest first.
 #[derive(Debug, Default)]
 struct Recent {
     events: VecDeque<Arc<TicketEvent>>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
 }
 
 impl Recent {
+    fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+
     fn push(&mut self, event: &Arc<TicketEvent>) {
         if self.capacity == 0 {
             return;
@@ -63,12 +88,17 @@ impl Recent {
             .is_some_and(|last| event.position != last.position + 1)
         {
             // Never leave a hole: a hole would be a gap in someone's replay.
-            self.events.clear();
+            self.clear();
         }
-        if self.events.len() == self.capacity {
-            self.events.pop_front();
-        }
+        self.bytes += approx_size(event);
         self.events.push_back(event.clone());
+        while self.events.len() > self.capacity
+            || (self.bytes > self.max_bytes && self.events.len() > 1)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes = self.bytes.saturating_sub(approx_size(&old));
+            }
+        }
     }
 
     /// Up to `limit` events with `after < position <= upto`, if memory
@@ -273,8 +303,9 @@ impl Hub {
                 next_id: AtomicU64::new(1),
                 buffer: buffer.max(1),
                 recent: RwLock::new(Recent {
-                    events: VecDeque::new(),
                     capacity: recent,
+                    max_bytes: RECENT_BYTES,
+                    ..Recent::default()
                 }),
             }),
         }
@@ -284,7 +315,7 @@ impl Hub {
     /// the store already.
     pub fn start_at(&self, position: u64) {
         let _index = self.write();
-        self.recent_mut().events.clear();
+        self.recent_mut().clear();
         self.shared.published.store(position, Ordering::Release);
     }
 
@@ -405,7 +436,7 @@ impl EventSink for Hub {
             tracing::error!("fan-out panicked; every stream resyncs from the store");
             let mut index = self.write();
             *index = Index::default();
-            self.recent_mut().events.clear();
+            self.recent_mut().clear();
             if let Some(last) = events.last() {
                 self.shared
                     .published
@@ -772,8 +803,9 @@ mod tests {
             events.map(|e| e.iter().map(|e| e.position).collect::<Vec<_>>())
         };
         let mut recent = Recent {
-            events: VecDeque::new(),
             capacity: 4,
+            max_bytes: RECENT_BYTES,
+            ..Recent::default()
         };
         assert_eq!(
             positions(recent.between(0, 0, 10)),
@@ -798,6 +830,21 @@ mod tests {
         recent.push(&event(9));
         assert_eq!(positions(recent.between(5, 9, 10)), None);
         assert_eq!(positions(recent.between(8, 9, 10)), Some(vec![9]));
+        // Big events are bounded by bytes as well as by count.
+        let mut recent = Recent {
+            capacity: 100,
+            max_bytes: 3 * 1024,
+            ..Recent::default()
+        };
+        for p in 1..=10 {
+            let mut big = (*event(p)).clone();
+            let mut header = (*big.ticket.header).clone();
+            header.description = "x".repeat(500);
+            big.ticket.header = Arc::new(header);
+            recent.push(&Arc::new(big));
+        }
+        assert_eq!(positions(recent.between(7, 10, 10)), Some(vec![8, 9, 10]));
+        assert_eq!(positions(recent.between(6, 10, 10)), None, "only three fit");
     }
 
     async fn stalled_subscriber_catches_up(hub: Hub) {
