@@ -69,6 +69,18 @@ pub struct BenchArgs {
     /// Seconds per create measurement (default: 5; quick 1; smoke 0.3).
     #[arg(long)]
     pub seconds: Option<f64>,
+    /// Create concurrency levels to run (repeatable; default 1, 16, 64, 256).
+    #[arg(long = "concurrency")]
+    pub concurrency: Vec<usize>,
+    /// Experts online during create and slow-reader (default 100).
+    #[arg(long)]
+    pub experts: Option<usize>,
+    /// Skills the experts and tickets spread over (default 10).
+    #[arg(long)]
+    pub skills: Option<usize>,
+    /// Fan-out sizes to run, by label (repeatable: `1k`, `10k`; default both).
+    #[arg(long = "fanout-size")]
+    pub fanout_sizes: Vec<String>,
 }
 
 /// Sizes of one run.
@@ -135,6 +147,19 @@ impl Plan {
         };
         if let Some(seconds) = args.seconds {
             plan.measure = Duration::from_secs_f64(seconds.max(0.1));
+        }
+        if !args.concurrency.is_empty() {
+            plan.concurrency = args.concurrency.iter().map(|&c| c.max(1)).collect();
+        }
+        if let Some(experts) = args.experts {
+            plan.experts = experts;
+        }
+        if let Some(skills) = args.skills {
+            plan.skills = skills.max(1);
+        }
+        if !args.fanout_sizes.is_empty() {
+            plan.fanout
+                .retain(|(label, _)| args.fanout_sizes.iter().any(|s| s == label));
         }
         plan
     }
@@ -266,7 +291,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             .entry((*key).to_owned())
             .or_insert(Value::Null);
     }
-    println!("swarmdesk bench ({}):", report.figures["mode"]);
+    let mode = report.figures.get("mode").unwrap_or(&Value::Null);
+    println!("swarmdesk bench ({mode}):");
     for line in &report.rows {
         println!("  {line}");
     }
@@ -282,17 +308,17 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         ("fanout lost", "fanout_lost"),
     ]
     .iter()
-    .map(|(label, key)| format!("  {label:<32} {}", report.figures[*key]))
+    .map(|(label, key)| {
+        let value = report.figures.get(*key).unwrap_or(&Value::Null);
+        format!("  {label:<32} {value}")
+    })
     .collect();
     println!("{}", summary.join("\n"));
     println!("{}", json!(report.figures));
-    let lost = report.figures["fanout_lost"].as_u64().unwrap_or(0);
-    let double = report.figures["double_owners"].as_u64().unwrap_or(0);
-    let slow_lost = report
-        .figures
-        .get("slow_reader_lost")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let count = |key: &str| report.figures.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let lost = count("fanout_lost");
+    let double = count("double_owners");
+    let slow_lost = count("slow_reader_lost");
     if lost > 0 || double > 0 || slow_lost > 0 {
         return Err(BenchError::Failed(format!(
             "correctness failure: fanout_lost={lost} double_owners={double} slow_reader_lost={slow_lost}"

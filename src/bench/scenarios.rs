@@ -665,6 +665,9 @@ pub(super) async fn claim_storm(
 struct Fanout {
     all: Histogram<u64>,
     last: Histogram<u64>,
+    /// How long the create (or bare publish) call itself took: the part of
+    /// each latency spent before the fan-out began.
+    call: Histogram<u64>,
     delivered: u64,
 }
 
@@ -715,14 +718,18 @@ where
     }
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
     let mut tick = tokio::time::interval(interval);
+    let mut call = histogram();
     for (seq, slot) in sent.iter().enumerate() {
         tick.tick().await;
-        slot.store(micros(base.elapsed()), Ordering::Release);
+        let started = micros(base.elapsed());
+        slot.store(started, Ordering::Release);
         publish(seq as u64).await?;
+        let _ = call.record(micros(base.elapsed()).saturating_sub(started).max(1));
     }
     let mut result = Fanout {
         all: histogram(),
         last: histogram(),
+        call,
         delivered: 0,
     };
     while let Some(r) = receivers.join_next().await {
@@ -830,8 +837,12 @@ pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), Bench
         report.set(format!("bare_fanout_last_p99_us_{label}"), bl99);
         report.set(format!("bare_fanout_last_max_us_{label}"), blmax);
         report.set(format!("fanout_streams_{label}"), k as u64);
+        let (call50, _, _, _) = quantiles(&sd.call);
+        let (bcall50, _, _, _) = quantiles(&bare.call);
+        report.set(format!("fanout_create_p50_us_{label}"), call50);
+        report.set(format!("bare_fanout_publish_p50_us_{label}"), bcall50);
         report.row(format!(
-            "fanout {label} ({k} streams): last-subscriber p50 {l50}µs p99 {l99}µs max {lmax}µs | bare p50 {bl50}µs p99 {bl99}µs max {blmax}µs | delivered {}/{expected}",
+            "fanout {label} ({k} streams): last-subscriber p50 {l50}µs p99 {l99}µs max {lmax}µs | bare p50 {bl50}µs p99 {bl99}µs max {blmax}µs | delivered {}/{expected} | call p50 {call50}µs, bare {bcall50}µs",
             sd.delivered
         ));
     }

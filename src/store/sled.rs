@@ -230,6 +230,9 @@ struct Pending {
     written: Lsn,
     events: Vec<Arc<TicketEvent>>,
     closing: bool,
+    /// The committer sleeps on `wake`. Writers notify only then: a notify
+    /// is a system call even when nobody waits, once per commit.
+    idle: bool,
 }
 
 struct Shared {
@@ -423,8 +426,11 @@ impl SledStore {
         let mut pending = lock(&self.shared.pending);
         pending.written = lsn;
         pending.events.extend(events);
+        let idle = std::mem::take(&mut pending.idle);
         drop(pending);
-        self.shared.wake.notify_one();
+        if idle {
+            self.shared.wake.notify_one();
+        }
         lsn
     }
 
@@ -869,6 +875,7 @@ fn run_committer(shared: &Shared) {
         {
             let mut pending = lock(&shared.pending);
             while pending.written == durable_lsn && !pending.closing {
+                pending.idle = true;
                 pending = shared
                     .wake
                     .wait(pending)
