@@ -506,7 +506,10 @@ fn write_derived(
                 .map_err(backend)?;
         }
         if is_live(last.status) {
-            tree.insert(key(b'l', ticket.0), &[]).map_err(backend)?;
+            // A live ticket has its flag already: set it only as it goes live.
+            if !was_live || repairing {
+                tree.insert(key(b'l', ticket.0), &[]).map_err(backend)?;
+            }
         } else if was_live || repairing {
             tree.remove(key(b'l', ticket.0)).map_err(backend)?;
         }
@@ -1656,6 +1659,44 @@ mod tests {
             .filter(|(_, n)| **n > 0)
             .map(|(s, n)| (*s, *n))
             .collect()
+    }
+
+    fn live_ids(store: &SledStore) -> Vec<TicketId> {
+        store
+            .live_tickets()
+            .unwrap()
+            .iter()
+            .map(|t| t.header.id)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn live_flags_follow_the_status_through_moves_and_restarts() {
+        use TicketStatus::*;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Collect::default());
+        let open = || SledStore::open(&SledConfig::new(dir.path()), sink.clone()).unwrap();
+        let store = open();
+        let a = create(&store, None).events[0].ticket_id();
+        let b = create(&store, None).events[0].ticket_id();
+        assert_eq!(live_ids(&store), [a, b]);
+        // Moves between live statuses keep the flag (written once, at creation).
+        move_to(&store, a, 2, Assigned);
+        move_to(&store, a, 3, WaitingCustomer);
+        assert_eq!(live_ids(&store), [a, b]);
+        move_to(&store, a, 4, Resolved);
+        move_to(&store, b, 2, Closed);
+        assert!(live_ids(&store).is_empty());
+        // Reopened: live again, and still after a restart.
+        let r = move_to(&store, a, 5, Open);
+        assert_eq!(live_ids(&store), [a]);
+        store.wait_durable(r.lsn).await.unwrap();
+        store.close().unwrap();
+        drop(store);
+        let store = open();
+        assert_eq!(live_ids(&store), [a]);
+        move_to(&store, a, 6, Assigned);
+        assert_eq!(live_ids(&store), [a]);
     }
 
     #[tokio::test]
