@@ -103,6 +103,9 @@ impl Writer {
                         Ok(n) => {
                             outbox.bytes.advance(n);
                             outbox.writes += 1;
+                            let metrics = crate::metrics::metrics();
+                            metrics.socket_writes.inc();
+                            metrics.socket_write_bytes.inc_by(n as u64);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => outbox.failed = Some((e.kind(), e.to_string())),

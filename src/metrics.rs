@@ -48,6 +48,10 @@ pub struct Metrics {
     pub stream_resyncs: IntCounter,
     /// Pages a stream replayed, by where they came from (memory, store).
     pub replay_pages: IntCounterVec,
+    /// System calls that wrote to client connections, and the bytes they
+    /// wrote: their ratio shows how many frames each write gathers.
+    pub socket_writes: IntCounter,
+    pub socket_write_bytes: IntCounter,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -142,6 +146,22 @@ impl Metrics {
                     "Pages of events streams replayed, from recent events in memory or from the store",
                     &["from"],
                 ),
+            ),
+            socket_writes: register(
+                &registry,
+                IntCounter::new(
+                    "socket_writes_total",
+                    "System calls that wrote to client connections (each gathers the frames queued by then)",
+                )
+                .unwrap_or_else(|e| panic!("metric socket_writes_total: {e}")),
+            ),
+            socket_write_bytes: register(
+                &registry,
+                IntCounter::new(
+                    "socket_write_bytes_total",
+                    "Bytes written to client connections",
+                )
+                .unwrap_or_else(|e| panic!("metric socket_write_bytes_total: {e}")),
             ),
             registry,
         }

@@ -106,6 +106,13 @@ async fn metrics_count_a_known_sequence_of_calls() {
     next_or_open(&mut stream).await;
     let response = scrape(metrics_addr, "/metrics").await;
     assert_eq!(value(&response, "swarmdesk_open_streams"), Some(1.0));
+    // Every answer and event above went out through the connections' outboxes.
+    let writes = value(&response, "swarmdesk_socket_writes_total").unwrap_or(0.0);
+    let bytes = value(&response, "swarmdesk_socket_write_bytes_total").unwrap_or(0.0);
+    assert!(
+        writes >= 1.0 && bytes > writes,
+        "{writes} writes, {bytes} bytes"
+    );
     assert!(scrape(metrics_addr, "/other")
         .await
         .starts_with("HTTP/1.1 404"));
