@@ -1705,6 +1705,25 @@ mod tests {
             .collect()
     }
 
+    /// A data dir a test opens, closes and opens again.
+    struct Reopenable {
+        dir: tempfile::TempDir,
+        sink: Arc<Collect>,
+    }
+
+    impl Reopenable {
+        fn new() -> Self {
+            Reopenable {
+                dir: tempfile::tempdir().unwrap(),
+                sink: Arc::new(Collect::default()),
+            }
+        }
+
+        fn open(&self) -> SledStore {
+            SledStore::open(&SledConfig::new(self.dir.path()), self.sink.clone()).unwrap()
+        }
+    }
+
     fn live_ids(store: &SledStore) -> Vec<TicketId> {
         store
             .live_tickets()
@@ -1717,9 +1736,8 @@ mod tests {
     #[tokio::test]
     async fn live_flags_follow_the_status_through_moves_and_restarts() {
         use TicketStatus::*;
-        let dir = tempfile::tempdir().unwrap();
-        let sink = Arc::new(Collect::default());
-        let open = || SledStore::open(&SledConfig::new(dir.path()), sink.clone()).unwrap();
+        let data = Reopenable::new();
+        let open = || data.open();
         let store = open();
         let a = create(&store, None).events[0].ticket_id();
         let b = create(&store, None).events[0].ticket_id();
@@ -1746,9 +1764,8 @@ mod tests {
     #[tokio::test]
     async fn status_counts_follow_commits_restarts_repair_and_migration() {
         use TicketStatus::*;
-        let dir = tempfile::tempdir().unwrap();
-        let sink = Arc::new(Collect::default());
-        let open = || SledStore::open(&SledConfig::new(dir.path()), sink.clone()).unwrap();
+        let data = Reopenable::new();
+        let open = || data.open();
         let store = open();
         let ids: Vec<TicketId> = (0..3)
             .map(|_| create(&store, None).events[0].ticket_id())
