@@ -34,10 +34,9 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 const GREETING_BYTES: usize = 24;
 
 /// Past this many bytes waiting in an outbox, writers wait for it to drain.
-const OUTBOX_LIMIT: usize = 256 * 1024;
-
-/// An emptied outbox keeps at most this much of its buffer.
-const OUTBOX_KEEP: usize = 16 * 1024;
+/// A write of this size already costs little per byte; more would only add
+/// memory a stalled client holds (beside the kernel's socket buffer).
+const OUTBOX_LIMIT: usize = 64 * 1024;
 
 /// Bytes written to a connection and not yet handed to the kernel.
 #[derive(Debug, Default)]
@@ -115,9 +114,8 @@ impl Writer {
                     outbox.wake_waiting();
                 }
                 if outbox.bytes.is_empty() || outbox.failed.is_some() {
-                    if outbox.bytes.capacity() > OUTBOX_KEEP || outbox.failed.is_some() {
-                        outbox.bytes = BytesMut::new();
-                    }
+                    // An idle connection holds no buffer.
+                    outbox.bytes = BytesMut::new();
                     outbox.draining = false;
                     return;
                 }
