@@ -28,6 +28,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// The HTTP/2 connection preface is 24 bytes; a TLS ClientHello is longer.
@@ -72,6 +73,9 @@ impl Outbox {
 struct Writer {
     half: OwnedWriteHalf,
     outbox: Mutex<Outbox>,
+    /// Fired when the connection is dropped without a shutdown: what is
+    /// left unsent is dropped with it, as a closed socket would.
+    abandoned: CancellationToken,
 }
 
 impl Writer {
@@ -117,12 +121,22 @@ impl Writer {
                     // An idle connection holds no buffer.
                     outbox.bytes = BytesMut::new();
                     outbox.draining = false;
+                    outbox.wake_waiting();
                     return;
                 }
             }
-            if let Err(e) = self.half.writable().await {
+            let failed = tokio::select! {
+                writable = self.half.writable() => writable
+                    .err()
+                    .map(|e| (e.kind(), e.to_string())),
+                _ = self.abandoned.cancelled() => Some((
+                    io::ErrorKind::BrokenPipe,
+                    "connection dropped".to_owned(),
+                )),
+            };
+            if let Some(failed) = failed {
                 let mut outbox = self.outbox();
-                outbox.failed = Some((e.kind(), e.to_string()));
+                outbox.failed = Some(failed);
                 outbox.bytes = BytesMut::new();
                 outbox.draining = false;
                 outbox.wake_waiting();
@@ -153,6 +167,7 @@ impl CappedStream {
             writer: Arc::new(Writer {
                 half,
                 outbox: Mutex::new(Outbox::default()),
+                abandoned: CancellationToken::new(),
             }),
             info,
             _permit: permit,
@@ -179,6 +194,14 @@ impl CappedStream {
         }
         self.writer.schedule(&mut outbox);
         Poll::Ready(Ok(n))
+    }
+}
+
+impl Drop for CappedStream {
+    fn drop(&mut self) {
+        // A drain task waiting for a peer that no longer reads would hold
+        // the socket open forever.
+        self.writer.abandoned.cancel();
     }
 }
 
@@ -380,6 +403,32 @@ mod tests {
         }
         writer.await.unwrap();
         assert_eq!(received, total);
+    }
+
+    #[tokio::test]
+    async fn a_connection_dropped_while_its_peer_stalls_lets_go_of_the_socket() {
+        let (mut stream, _peer) = pair().await;
+        let writer = Arc::downgrade(&stream.writer);
+        let chunk = vec![1u8; 64 * 1024];
+        let writing = tokio::spawn(async move {
+            loop {
+                stream.write_all(&chunk).await.unwrap();
+            }
+        });
+        // The peer never reads: socket buffers fill, the drain task waits.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!writing.is_finished());
+        assert!(writer.upgrade().is_some_and(|w| w.outbox().draining));
+        writing.abort();
+        let _ = writing.await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while writer.upgrade().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the drain task kept the dropped connection's socket"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
