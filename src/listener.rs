@@ -135,12 +135,8 @@ impl Writer {
                 )),
             };
             if let Some(failed) = failed {
-                let mut outbox = self.outbox();
-                outbox.failed = Some(failed);
-                outbox.bytes = BytesMut::new();
-                outbox.draining = false;
-                outbox.wake_waiting();
-                return;
+                // The top of the loop then empties the outbox and ends.
+                self.outbox().failed = Some(failed);
             }
         }
     }
