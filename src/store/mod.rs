@@ -10,7 +10,9 @@
 //! - Events get global positions, strictly increasing in commit order.
 //! - A commit is visible to reads at once and durable once
 //!   [`Store::wait_durable`] for its lsn returns; durable events are then
-//!   handed, in position order, to the [`EventSink`] given at open.
+//!   handed, in position order, to the [`EventSink`] given at open. The
+//!   wait does not cover that hand-over (a reply need not wait for the
+//!   fan-out); [`Store::close`] does.
 
 pub mod sled;
 

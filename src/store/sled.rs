@@ -1909,6 +1909,10 @@ mod tests {
         })
         .await
         .expect("writers hung: possible sled deadlock");
+        // Writers are told their write is durable before its events go to
+        // the sink (the reply does not wait for the fan-out); closing waits
+        // for the committer, so every event has been handed over after it.
+        store.close().unwrap();
         let published = sink.0.lock().unwrap().clone();
         assert_eq!(published, (1..=640).collect::<Vec<u64>>());
     }
