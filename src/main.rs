@@ -46,6 +46,9 @@ enum Command {
     BenchBaseline {
         #[arg(long)]
         listen: SocketAddr,
+        /// Where DurableEcho writes (it fails without one).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
     },
     #[command(flatten)]
     Client(ClientCommand),
@@ -81,10 +84,12 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn serve_baseline(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve_baseline(
+    listen: SocketAddr,
+    data_dir: Option<&std::path::Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    bench::baseline::serve(listener, 4096).await?;
-    Ok(())
+    bench::baseline::serve(listener, 4096, data_dir).await
 }
 
 /// The runtime of every subcommand: the server, the bench and the bench's
@@ -142,7 +147,9 @@ async fn run() -> ExitCode {
             .map(|count| println!("restored {count} records into {}", data_dir.display()))
             .map_err(Into::into),
         Command::Bench(args) => bench::run(args).await.map_err(Into::into),
-        Command::BenchBaseline { listen } => serve_baseline(listen).await,
+        Command::BenchBaseline { listen, data_dir } => {
+            serve_baseline(listen, data_dir.as_deref()).await
+        }
         Command::Client(command) => cli::run(&cli.client, command).await.map_err(Into::into),
     };
     match result {

@@ -5,7 +5,9 @@
 //! Scenarios (each selectable with `--scenario`):
 //! - `create`: closed-loop CreateTicket at each concurrency over a few
 //!   HTTP/2 connections, with experts online over several skills, against
-//!   the baseline's no-op Echo with the same messages, interleaved per level.
+//!   the baseline's no-op Echo with the same messages, interleaved per level,
+//!   and its DurableEcho (one key through the same sled store and group
+//!   commit): the floor durability puts under any server on this disk.
 //! - `fanout`: K streams on one channel, tickets at a fixed rate; latency
 //!   from create to receipt (all deliveries, and the last subscriber of each
 //!   ticket), loss, server RSS per idle stream; beside a bare broadcast.
@@ -267,17 +269,29 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         }
     }
     for c in &plan.concurrency {
+        for (series, against) in [
+            ("create", "baseline"),
+            ("durable", "baseline"),
+            ("create", "durable"),
+        ] {
+            report.ratio(
+                &format!("{series}_{against}_ratio_c{c}"),
+                &format!("{series}_rps_c{c}"),
+                &format!("{against}_rps_c{c}"),
+            );
+        }
+    }
+    for (series, against) in [
+        ("create", "baseline"),
+        ("durable", "baseline"),
+        ("create", "durable"),
+    ] {
         report.ratio(
-            &format!("create_baseline_ratio_c{c}"),
-            &format!("create_rps_c{c}"),
-            &format!("baseline_rps_c{c}"),
+            &format!("{series}_{against}_p50_ratio_c1"),
+            &format!("{series}_p50_us_c1"),
+            &format!("{against}_p50_us_c1"),
         );
     }
-    report.ratio(
-        "create_baseline_p50_ratio_c1",
-        "create_p50_us_c1",
-        "baseline_p50_us_c1",
-    );
     for (label, _) in &plan.fanout {
         report.ratio(
             &format!("fanout_ratio_{label}"),
@@ -299,6 +313,14 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let summary: Vec<String> = [
         ("create/baseline rps at c64", "create_baseline_ratio_c64"),
         ("create/baseline p50 at c1", "create_baseline_p50_ratio_c1"),
+        (
+            "durable floor/baseline rps c64",
+            "durable_baseline_ratio_c64",
+        ),
+        (
+            "durable floor/baseline p50 c1",
+            "durable_baseline_p50_ratio_c1",
+        ),
         ("fanout last-p99 vs bare, 1k", "fanout_ratio_1k"),
         ("fanout last-p99 vs bare, 10k", "fanout_ratio_10k"),
         ("slow reader throughput ratio", "slow_reader_ratio"),

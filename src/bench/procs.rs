@@ -56,11 +56,16 @@ impl ServerProcess {
         Ok((process, started.elapsed()))
     }
 
-    /// Starts the bare baseline server.
-    pub(crate) async fn baseline() -> Result<Self, BenchError> {
+    /// Starts the bare baseline server; its `DurableEcho` writes to a
+    /// store on `data_dir` when one is given.
+    pub(crate) async fn baseline(data_dir: Option<&Path>) -> Result<Self, BenchError> {
         let addr = free_addr()?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(["bench-baseline", "--listen", &addr.to_string()])
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(["bench-baseline", "--listen", &addr.to_string()]);
+        if let Some(dir) = data_dir {
+            command.arg("--data-dir").arg(dir);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;

@@ -14,12 +14,13 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tonic_prost::ProstEncoder;
 
+use super::baseline::NoSink;
 use super::procs::{self, ServerProcess};
 use super::{progress, BenchError, Plan, Report};
 use crate::client::{with_token, AuthedChannel};
 use crate::domain::{
     ContactChannel, EventKind, Expert, ExpertId, Presence, Priority, Rank, Skill, SkillRequirement,
-    SlaPolicies, Tag, TicketEvent, TicketHeader, TicketKind, TicketState, TicketStatus,
+    SlaPolicies, Tag, TicketHeader, TicketKind, TicketState, TicketStatus,
 };
 use crate::rpc::pb;
 use crate::rpc::pb::admin_service_client::AdminServiceClient;
@@ -27,7 +28,7 @@ use crate::rpc::pb::bench_baseline_client::BenchBaselineClient;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
 use crate::rpc::pb::ticket_service_client::TicketServiceClient;
 use crate::store::sled::{SledConfig, SledStore};
-use crate::store::{Commit, EventSink, NewEvent, Store};
+use crate::store::{Commit, NewEvent, Store};
 
 type Call = Arc<
     dyn Fn(AuthedChannel, u64) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>
@@ -133,6 +134,17 @@ fn echo_call(skills: usize) -> Call {
         Box::pin(async move {
             BenchBaselineClient::new(channel)
                 .echo(create_request(seq, skills))
+                .await
+                .map(drop)
+        })
+    })
+}
+
+fn durable_echo_call(skills: usize) -> Call {
+    Arc::new(move |channel, seq| {
+        Box::pin(async move {
+            BenchBaselineClient::new(channel)
+                .durable_echo(create_request(seq, skills))
                 .await
                 .map(drop)
         })
@@ -433,14 +445,17 @@ fn record_load(report: &mut Report, prefix: &str, c: usize, load: &Load) {
     ));
 }
 
-/// Create vs the baseline's Echo, interleaved per concurrency level.
+/// Create vs the baseline's Echo and DurableEcho, interleaved per
+/// concurrency level.
 pub(super) async fn create(
     plan: &Plan,
     existing: Option<&str>,
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let server = target(existing).await?;
-    let baseline = ServerProcess::baseline().await?;
+    // On the same file system as the server's own temporary data dir.
+    let baseline_dir = tempfile::tempdir()?;
+    let baseline = ServerProcess::baseline(Some(baseline_dir.path())).await?;
     let raw = connections(server.addr, plan.connections).await?;
     let sd = raw
         .iter()
@@ -458,6 +473,15 @@ pub(super) async fn create(
     for &c in &plan.concurrency {
         let base = closed_loop(&bare, c, plan.measure, &sequence, echo_call(plan.skills)).await?;
         record_load(report, "baseline", c, &base);
+        let durable = closed_loop(
+            &bare,
+            c,
+            plan.measure,
+            &sequence,
+            durable_echo_call(plan.skills),
+        )
+        .await?;
+        record_load(report, "durable", c, &durable);
         let load = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
         record_load(report, "create", c, &load);
         created += load.ops;
@@ -808,7 +832,7 @@ pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), Bench
         .await?;
         drop(server);
 
-        let baseline = ServerProcess::baseline().await?;
+        let baseline = ServerProcess::baseline(None).await?;
         let bconns = connections(baseline.addr, k.div_ceil(per_connection)).await?;
         let mut bstreams = Vec::with_capacity(k);
         for i in 0..k {
@@ -855,13 +879,6 @@ pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), Bench
     }
     report.set("fanout_lost", total_lost);
     Ok(())
-}
-
-#[derive(Debug)]
-struct NoSink;
-
-impl EventSink for NoSink {
-    fn publish(&self, _events: &[Arc<TicketEvent>]) {}
 }
 
 /// Writes `total` tickets straight into a store, all closed but the last
