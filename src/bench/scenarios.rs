@@ -16,7 +16,7 @@ use tonic_prost::ProstEncoder;
 
 use super::baseline::NoSink;
 use super::procs::{self, ServerProcess};
-use super::{progress, BenchError, Plan, Report};
+use super::{progress, BenchError, FanoutSize, Plan, Report};
 use crate::client::{with_token, AuthedChannel};
 use crate::domain::{
     ContactChannel, EventKind, Expert, ExpertId, Presence, Priority, Rank, Skill, SkillRequirement,
@@ -716,9 +716,11 @@ where
     let base = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..tickets).map(|_| AtomicU64::new(0)).collect());
     let last: Arc<Vec<AtomicU64>> = Arc::new((0..tickets).map(|_| AtomicU64::new(0)).collect());
+    let warmed = Arc::new(AtomicU64::new(0));
+    let stream_count = streams.len() as u64;
     let mut receivers = JoinSet::new();
     for mut stream in streams {
-        let (sent, last) = (sent.clone(), last.clone());
+        let (sent, last, warmed) = (sent.clone(), last.clone(), warmed.clone());
         receivers.spawn(async move {
             let mut latency = histogram();
             let mut got = 0u64;
@@ -729,11 +731,14 @@ where
                     break;
                 };
                 let now = micros(base.elapsed());
-                let Some(seq) = e
-                    .event
-                    .as_ref()
-                    .and_then(|ev| ev.ticket.as_ref())
-                    .and_then(|t| t.title.strip_prefix("fan "))
+                let title = e.event.as_ref().and_then(|ev| ev.ticket.as_ref());
+                let title = title.map_or("", |t| t.title.as_str());
+                if title == WARM_UP_TITLE {
+                    warmed.fetch_add(1, Ordering::Release);
+                    continue;
+                }
+                let Some(seq) = title
+                    .strip_prefix("fan ")
                     .and_then(|n| n.parse::<usize>().ok())
                     .filter(|n| *n < tickets)
                 else {
@@ -746,6 +751,21 @@ where
             }
             (got, latency)
         });
+    }
+    // One ticket first, not measured, on both sides alike: the first
+    // delivery on a fresh server and fresh streams is a cold start (20-40
+    // ms on either side), and with 100 tickets a p99 is the second-highest
+    // value, so one cold start would decide it.
+    publish(WARM_UP).await?;
+    let warm_up_deadline = Instant::now() + Duration::from_secs(30);
+    while warmed.load(Ordering::Acquire) < stream_count {
+        if Instant::now() > warm_up_deadline {
+            return Err(BenchError::Failed(format!(
+                "fan-out: the warm-up ticket reached {} of {stream_count} streams in 30 s",
+                warmed.load(Ordering::Acquire)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
     let mut tick = tokio::time::interval(interval);
@@ -777,9 +797,17 @@ where
     Ok(result)
 }
 
+/// The `seq` of the fan-out's unmeasured first ticket, and its title.
+const WARM_UP: u64 = u64::MAX;
+const WARM_UP_TITLE: &str = "fan warm-up";
+
 fn fan_request(seq: u64) -> pb::CreateTicketRequest {
     let mut r = create_request(seq, 1);
-    r.title = format!("fan {seq}");
+    r.title = if seq == WARM_UP {
+        WARM_UP_TITLE.to_owned()
+    } else {
+        format!("fan {seq}")
+    };
     r.skills[0].tag = "fanout".into();
     r
 }
@@ -787,7 +815,12 @@ fn fan_request(seq: u64) -> pb::CreateTicketRequest {
 /// K streams on one channel, against swarmdesk and a bare broadcast.
 pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), BenchError> {
     let mut total_lost = 0u64;
-    for &(label, k) in &plan.fanout {
+    for &FanoutSize {
+        label,
+        streams: k,
+        tickets,
+    } in &plan.fanout
+    {
         let dir = tempfile::tempdir()?;
         let (server, _) = ServerProcess::swarmdesk(dir.path()).await?;
         let per_connection = 100;
@@ -825,7 +858,7 @@ pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), Bench
         }
         progress(format!("fanout {label}: {k} streams open"));
         let client = TicketServiceClient::new(admin.clone());
-        let sd = measure_fanout(streams, plan.fanout_tickets, plan.fanout_rate, |seq| {
+        let sd = measure_fanout(streams, tickets, plan.fanout_rate, |seq| {
             let mut client = client.clone();
             async move { client.create_ticket(fan_request(seq)).await.map(drop) }
         })
@@ -844,13 +877,13 @@ pub(super) async fn fanout(plan: &Plan, report: &mut Report) -> Result<(), Bench
             );
         }
         let bclient = BenchBaselineClient::new(authed(&bconns[0], &tokens[0])?);
-        let bare = measure_fanout(bstreams, plan.fanout_tickets, plan.fanout_rate, |seq| {
+        let bare = measure_fanout(bstreams, tickets, plan.fanout_rate, |seq| {
             let mut client = bclient.clone();
             async move { client.publish(fan_request(seq)).await.map(drop) }
         })
         .await?;
 
-        let expected = (k * plan.fanout_tickets) as u64;
+        let expected = (k * tickets) as u64;
         let lost = expected.saturating_sub(sd.delivered);
         total_lost += lost;
         let (a50, a99, _, amax) = quantiles(&sd.all);
