@@ -118,35 +118,33 @@ fn create_request(seq: u64, skills: usize) -> pb::CreateTicketRequest {
     }
 }
 
-fn create_call(skills: usize) -> Call {
-    Arc::new(move |channel, seq| {
-        Box::pin(async move {
-            TicketServiceClient::new(channel)
-                .create_ticket(create_request(seq, skills))
-                .await
-                .map(drop)
-        })
-    })
+/// What a closed loop calls with the same request: swarmdesk's
+/// CreateTicket or one of the baseline's answers to it.
+#[derive(Clone, Copy, Debug)]
+enum Method {
+    CreateTicket,
+    Echo,
+    DurableEcho,
 }
 
-fn echo_call(skills: usize) -> Call {
+fn call(method: Method, skills: usize) -> Call {
     Arc::new(move |channel, seq| {
         Box::pin(async move {
-            BenchBaselineClient::new(channel)
-                .echo(create_request(seq, skills))
-                .await
-                .map(drop)
-        })
-    })
-}
-
-fn durable_echo_call(skills: usize) -> Call {
-    Arc::new(move |channel, seq| {
-        Box::pin(async move {
-            BenchBaselineClient::new(channel)
-                .durable_echo(create_request(seq, skills))
-                .await
-                .map(drop)
+            let request = create_request(seq, skills);
+            match method {
+                Method::CreateTicket => TicketServiceClient::new(channel)
+                    .create_ticket(request)
+                    .await
+                    .map(drop),
+                Method::Echo => BenchBaselineClient::new(channel)
+                    .echo(request)
+                    .await
+                    .map(drop),
+                Method::DurableEcho => BenchBaselineClient::new(channel)
+                    .durable_echo(request)
+                    .await
+                    .map(drop),
+            }
         })
     })
 }
@@ -471,18 +469,32 @@ pub(super) async fn create(
     let sequence = Arc::new(AtomicU64::new(0));
     let mut created = 0;
     for &c in &plan.concurrency {
-        let base = closed_loop(&bare, c, plan.measure, &sequence, echo_call(plan.skills)).await?;
+        let base = closed_loop(
+            &bare,
+            c,
+            plan.measure,
+            &sequence,
+            call(Method::Echo, plan.skills),
+        )
+        .await?;
         record_load(report, "baseline", c, &base);
         let durable = closed_loop(
             &bare,
             c,
             plan.measure,
             &sequence,
-            durable_echo_call(plan.skills),
+            call(Method::DurableEcho, plan.skills),
         )
         .await?;
         record_load(report, "durable", c, &durable);
-        let load = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
+        let load = closed_loop(
+            &sd,
+            c,
+            plan.measure,
+            &sequence,
+            call(Method::CreateTicket, plan.skills),
+        )
+        .await?;
         record_load(report, "create", c, &load);
         created += load.ops;
     }
@@ -531,7 +543,14 @@ pub(super) async fn slow_reader(
     // Without, with, then without again: the store grows and the machine
     // drifts during the run, so "with" is compared with the mean of the two
     // runs around it rather than with the one before it.
-    let before = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
+    let before = closed_loop(
+        &sd,
+        c,
+        plan.measure,
+        &sequence,
+        call(Method::CreateTicket, plan.skills),
+    )
+    .await?;
     // Its own connection, so the stall is its own.
     let slow_token = expert_tokens(&sd[0], std::slice::from_ref(&slow_id)).await?;
     let slow_channel = authed(&procs::channel(server.addr).await?, &slow_token[0])?;
@@ -543,7 +562,14 @@ pub(super) async fn slow_reader(
         })
         .await?
         .into_inner();
-    let with = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
+    let with = closed_loop(
+        &sd,
+        c,
+        plan.measure,
+        &sequence,
+        call(Method::CreateTicket, plan.skills),
+    )
+    .await?;
     let expected = before.ops + with.ops;
     let mut created = 0u64;
     let mut last = 0u64;
@@ -568,7 +594,14 @@ pub(super) async fn slow_reader(
         }
     }
     drop(stalled);
-    let after = closed_loop(&sd, c, plan.measure, &sequence, create_call(plan.skills)).await?;
+    let after = closed_loop(
+        &sd,
+        c,
+        plan.measure,
+        &sequence,
+        call(Method::CreateTicket, plan.skills),
+    )
+    .await?;
     let without = (before.rps() + after.rps()) / 2.0;
     let ratio = with.rps() / without.max(1e-9);
     report.set("slow_reader_rps_without", without.round());
