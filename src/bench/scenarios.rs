@@ -469,34 +469,24 @@ pub(super) async fn create(
     let sequence = Arc::new(AtomicU64::new(0));
     let mut created = 0;
     for &c in &plan.concurrency {
-        let base = closed_loop(
-            &bare,
-            c,
-            plan.measure,
-            &sequence,
-            call(Method::Echo, plan.skills),
-        )
-        .await?;
-        record_load(report, "baseline", c, &base);
-        let durable = closed_loop(
-            &bare,
-            c,
-            plan.measure,
-            &sequence,
-            call(Method::DurableEcho, plan.skills),
-        )
-        .await?;
-        record_load(report, "durable", c, &durable);
-        let load = closed_loop(
-            &sd,
-            c,
-            plan.measure,
-            &sequence,
-            call(Method::CreateTicket, plan.skills),
-        )
-        .await?;
-        record_load(report, "create", c, &load);
-        created += load.ops;
+        for (prefix, channels, method) in [
+            ("baseline", &bare, Method::Echo),
+            ("durable", &bare, Method::DurableEcho),
+            ("create", &sd, Method::CreateTicket),
+        ] {
+            let load = closed_loop(
+                channels,
+                c,
+                plan.measure,
+                &sequence,
+                call(method, plan.skills),
+            )
+            .await?;
+            record_load(report, prefix, c, &load);
+            if let Method::CreateTicket = method {
+                created += load.ops;
+            }
+        }
     }
     // Every ticket reached every stream on its skill channel.
     if let Some(per_skill) = online.per_skill {
@@ -540,17 +530,11 @@ pub(super) async fn slow_reader(
         tags.iter().map(|t| (t.clone(), 1)).collect(),
     )
     .await?;
+    let create = call(Method::CreateTicket, plan.skills);
     // Without, with, then without again: the store grows and the machine
     // drifts during the run, so "with" is compared with the mean of the two
     // runs around it rather than with the one before it.
-    let before = closed_loop(
-        &sd,
-        c,
-        plan.measure,
-        &sequence,
-        call(Method::CreateTicket, plan.skills),
-    )
-    .await?;
+    let before = closed_loop(&sd, c, plan.measure, &sequence, create.clone()).await?;
     // Its own connection, so the stall is its own.
     let slow_token = expert_tokens(&sd[0], std::slice::from_ref(&slow_id)).await?;
     let slow_channel = authed(&procs::channel(server.addr).await?, &slow_token[0])?;
@@ -562,14 +546,7 @@ pub(super) async fn slow_reader(
         })
         .await?
         .into_inner();
-    let with = closed_loop(
-        &sd,
-        c,
-        plan.measure,
-        &sequence,
-        call(Method::CreateTicket, plan.skills),
-    )
-    .await?;
+    let with = closed_loop(&sd, c, plan.measure, &sequence, create.clone()).await?;
     let expected = before.ops + with.ops;
     let mut created = 0u64;
     let mut last = 0u64;
@@ -594,14 +571,7 @@ pub(super) async fn slow_reader(
         }
     }
     drop(stalled);
-    let after = closed_loop(
-        &sd,
-        c,
-        plan.measure,
-        &sequence,
-        call(Method::CreateTicket, plan.skills),
-    )
-    .await?;
+    let after = closed_loop(&sd, c, plan.measure, &sequence, create.clone()).await?;
     let without = (before.rps() + after.rps()) / 2.0;
     let ratio = with.rps() / without.max(1e-9);
     report.set("slow_reader_rps_without", without.round());
