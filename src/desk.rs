@@ -413,7 +413,9 @@ impl Desk {
         if from >= to {
             return Err(DeskError::invalid("from", "must be before to"));
         }
-        let upto = self.inner.hub.published();
+        // Everything a read could already show, not only what has been
+        // streamed: a ticket's breach is visible before its event is durable.
+        let upto = self.inner.store.last_position();
         let tickets = self.inner.stats.report(from, to, tag, upto).await?;
         let knowledge = self.inner.knowledge.counts(from, to, tag)?;
         Ok((tickets, knowledge))
