@@ -170,6 +170,39 @@ async fn positions_increase_and_resume_has_no_gap_and_no_duplicate() {
 }
 
 #[tokio::test]
+async fn a_stream_resumes_right_after_the_position_a_post_answered_with() {
+    let server = spawn_server().await;
+    server.register("ann", &[("network", L2)], 100).await;
+    // Online, so the ticket is hers at creation (no routing event later).
+    let _online = server.subscribe("ann").await;
+    let t = server.create("vpn", &[("network", L1)], P3).await;
+    assert_eq!(t.owner_id, "ann");
+    for round in 0..20 {
+        // PostMessage answers with its event; resuming right after it, at
+        // once, is valid and starts with what comes next.
+        let posted = server
+            .post(
+                &t.id,
+                "ann",
+                &format!("note {round}"),
+                pb::Visibility::Internal,
+            )
+            .await
+            .unwrap();
+        let mut stream = server
+            .subscribe_with("ann", &[], posted.position)
+            .await
+            .unwrap();
+        let after = server
+            .post(&t.id, "ann", "next", pb::Visibility::Internal)
+            .await
+            .unwrap();
+        let first = next(&mut stream).await;
+        assert_eq!(first.position, after.position, "round {round}");
+    }
+}
+
+#[tokio::test]
 async fn channels_are_persisted_membership_and_survive_a_restart() {
     let server = spawn_server().await;
     server

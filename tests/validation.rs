@@ -234,6 +234,11 @@ async fn bad_experts_and_subscriptions_are_refused() {
         "nobody",
     );
     expect(
+        server.subscribe_with("ann", &[], 1_000_000).await,
+        Code::InvalidArgument,
+        "after_position",
+    );
+    expect(
         experts
             .set_presence(pb::SetPresenceRequest {
                 expert_id: "ann".into(),
