@@ -215,6 +215,14 @@ impl Report {
     }
 }
 
+/// The create scenario's (series, against) pairs, reported as ratios of
+/// throughput at each concurrency and of p50 at C = 1.
+const CREATE_RATIOS: [(&str, &str); 3] = [
+    ("create", "baseline"),
+    ("durable", "baseline"),
+    ("create", "durable"),
+];
+
 /// The keys scripts can rely on; null where a scenario did not run.
 const REQUIRED_KEYS: &[&str] = &[
     "create_rps_c64",
@@ -285,24 +293,14 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             }
         }
     }
-    for c in &plan.concurrency {
-        for (series, against) in [
-            ("create", "baseline"),
-            ("durable", "baseline"),
-            ("create", "durable"),
-        ] {
+    for (series, against) in CREATE_RATIOS {
+        for c in &plan.concurrency {
             report.ratio(
                 &format!("{series}_{against}_ratio_c{c}"),
                 &format!("{series}_rps_c{c}"),
                 &format!("{against}_rps_c{c}"),
             );
         }
-    }
-    for (series, against) in [
-        ("create", "baseline"),
-        ("durable", "baseline"),
-        ("create", "durable"),
-    ] {
         report.ratio(
             &format!("{series}_{against}_p50_ratio_c1"),
             &format!("{series}_p50_us_c1"),
