@@ -11,7 +11,7 @@ use super::convert::{self, parse_enum};
 use super::gate::{authorize, principal_label};
 use super::pb::{self, admin_service_server::AdminService};
 use super::tickets::EventStream;
-use super::{ready_desk, status_of, DeskCell};
+use super::{ready_desk, DeskCell};
 use crate::backup::BackupWriter;
 use crate::domain::{Grant, Operation, Role, TokenId};
 
@@ -93,17 +93,13 @@ impl AdminService for AdminApi {
         authorize(&request, Operation::ManageTokens)?;
         let r = request.into_inner();
         let desk = ready_desk(&self.desk)?;
-        let role = parse_enum("role", r.role, Role::from_number, None).map_err(status_of)?;
-        let grant = Grant::new(role, &r.expert_id, &r.bot_name).map_err(status_of)?;
+        let role = parse_enum("role", r.role, Role::from_number, None)?;
+        let grant = Grant::new(role, &r.expert_id, &r.bot_name)?;
         if let Grant::Expert(expert) = &grant {
             // A token for a mistyped expert would fail every call it makes.
-            desk.get_expert(expert).map_err(status_of)?;
+            desk.get_expert(expert)?;
         }
-        let (record, secret) = desk
-            .tokens()
-            .create(&r.label, grant)
-            .await
-            .map_err(status_of)?;
+        let (record, secret) = desk.tokens().create(&r.label, grant).await?;
         Ok(Response::new(pb::CreateTokenResponse {
             token: Some(convert::token(&record)),
             secret,
@@ -133,12 +129,8 @@ impl AdminService for AdminApi {
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
         authorize(&request, Operation::ManageTokens)?;
-        let id = TokenId::parse("id", &request.get_ref().id).map_err(status_of)?;
-        let record = ready_desk(&self.desk)?
-            .tokens()
-            .revoke(&id)
-            .await
-            .map_err(status_of)?;
+        let id = TokenId::parse("id", &request.get_ref().id)?;
+        let record = ready_desk(&self.desk)?.tokens().revoke(&id).await?;
         Ok(Response::new(convert::token(&record)))
     }
 }

@@ -6,7 +6,6 @@ use tracing::instrument;
 use super::convert::{self, parse_enum};
 use super::gate::{authorize, open_stream, principal_label};
 use super::pb::{self, expert_service_server::ExpertService};
-use super::status_of;
 use super::tickets::{into_stream, EventStream};
 use super::DeskCell;
 use crate::desk::{Desk, ExpertProfile};
@@ -39,18 +38,14 @@ impl ExpertService for ExpertApi {
         let e = request
             .into_inner()
             .expert
-            .ok_or_else(|| status_of(DeskError::invalid("expert", "an expert is required")))?;
+            .ok_or_else(|| Status::from(DeskError::invalid("expert", "an expert is required")))?;
         let profile = ExpertProfile {
-            id: convert::expert_id("expert.id", &e.id).map_err(status_of)?,
-            skills: convert::skills("expert.skills", &e.skills).map_err(status_of)?,
+            id: convert::expert_id("expert.id", &e.id)?,
+            skills: convert::skills("expert.skills", &e.skills)?,
             display_name: e.display_name,
             capacity: e.capacity,
         };
-        let view = self
-            .desk()?
-            .register_expert(profile)
-            .await
-            .map_err(status_of)?;
+        let view = self.desk()?.register_expert(profile).await?;
         Ok(Response::new(convert::expert(&view)))
     }
 
@@ -60,8 +55,8 @@ impl ExpertService for ExpertApi {
         request: Request<pb::GetExpertRequest>,
     ) -> Result<Response<pb::Expert>, Status> {
         authorize(&request, Operation::GetExpert)?;
-        let id = convert::expert_id("id", &request.get_ref().id).map_err(status_of)?;
-        let view = self.desk()?.get_expert(&id).map_err(status_of)?;
+        let id = convert::expert_id("id", &request.get_ref().id)?;
+        let view = self.desk()?.get_expert(&id)?;
         Ok(Response::new(convert::expert(&view)))
     }
 
@@ -75,7 +70,7 @@ impl ExpertService for ExpertApi {
         let from = if r.page_token.is_empty() {
             None
         } else {
-            Some(convert::expert_id("page_token", &r.page_token).map_err(status_of)?)
+            Some(convert::expert_id("page_token", &r.page_token)?)
         };
         let (experts, next) = self
             .desk()?
@@ -95,15 +90,14 @@ impl ExpertService for ExpertApi {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = authorize(&request, Operation::Subscribe)?;
         let r = request.into_inner();
-        let id = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        caller.principal.act_as(&id).map_err(status_of)?;
-        let channels = convert::tags("channels", &r.channels).map_err(status_of)?;
+        let id = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.act_as(&id)?;
+        let channels = convert::tags("channels", &r.channels)?;
         let desk = self.desk()?;
         let permit = open_stream(desk, &caller)?;
         let stream = desk
             .subscribe(&id, channels, r.after_position, caller.stream_stop())
-            .await
-            .map_err(status_of)?;
+            .await?;
         Ok(Response::new(into_stream(
             stream,
             permit,
@@ -118,15 +112,10 @@ impl ExpertService for ExpertApi {
     ) -> Result<Response<pb::Expert>, Status> {
         let caller = authorize(&request, Operation::SetPresence)?;
         let r = request.into_inner();
-        let id = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        caller.principal.act_as(&id).map_err(status_of)?;
-        let presence =
-            parse_enum("presence", r.presence, Presence::from_number, None).map_err(status_of)?;
-        let view = self
-            .desk()?
-            .set_presence(&id, presence)
-            .await
-            .map_err(status_of)?;
+        let id = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.act_as(&id)?;
+        let presence = parse_enum("presence", r.presence, Presence::from_number, None)?;
+        let view = self.desk()?.set_presence(&id, presence).await?;
         Ok(Response::new(convert::expert(&view)))
     }
 }

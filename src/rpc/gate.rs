@@ -9,7 +9,7 @@ use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use super::{ready_desk, status_of, DeskCell};
+use super::{ready_desk, DeskCell};
 use crate::auth::{Caller, StreamPermit};
 use crate::domain::{DeskError, Operation};
 
@@ -72,8 +72,7 @@ impl Interceptor for Authenticate {
                     .clone();
                 desk.tokens().admit(&caller).map(|()| caller)
             }
-        }
-        .map_err(status_of)?;
+        }?;
         request.extensions_mut().insert(caller);
         Ok(request)
     }
@@ -95,7 +94,7 @@ pub fn caller_of<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
 /// The caller of a request, if its role may call `op` at all.
 pub fn authorize<T>(request: &Request<T>, op: Operation) -> Result<Arc<Caller>, Status> {
     let caller = caller_of(request)?;
-    caller.principal.require(op).map_err(status_of)?;
+    caller.principal.require(op)?;
     Ok(caller)
 }
 
@@ -109,5 +108,5 @@ pub fn principal_label<T>(request: &Request<T>) -> &str {
 
 /// Counts a new stream against its caller's and the server's caps.
 pub fn open_stream(desk: &crate::desk::Desk, caller: &Arc<Caller>) -> Result<StreamPermit, Status> {
-    desk.tokens().open_stream(caller).map_err(status_of)
+    desk.tokens().open_stream(caller).map_err(Status::from)
 }

@@ -5,7 +5,7 @@ use tracing::instrument;
 
 use super::gate::{authorize, principal_label};
 use super::pb::{self, knowledge_service_server::KnowledgeService};
-use super::{convert, status_of, DeskCell};
+use super::{convert, DeskCell};
 use crate::domain::knowledge::author_name;
 use crate::domain::{ArticleContent, ArticleId, ArticleState, DeskError, Grant, Operation};
 use crate::knowledge::{ArticleEdit, ArticleSearch, KnowledgeBase};
@@ -44,7 +44,7 @@ impl KnowledgeApi {
 }
 
 fn article_id(raw: &str) -> Result<ArticleId, Status> {
-    ArticleId::parse("id", raw).map_err(status_of)
+    ArticleId::parse("id", raw).map_err(Status::from)
 }
 
 fn reply(
@@ -52,7 +52,7 @@ fn reply(
 ) -> Result<Response<pb::Article>, Status> {
     article
         .map(|a| Response::new(convert::article(&a)))
-        .map_err(status_of)
+        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -67,7 +67,7 @@ impl KnowledgeService for KnowledgeApi {
         let content = ArticleContent {
             title: r.title,
             body: r.body,
-            tags: convert::tags("tags", &r.tags).map_err(status_of)?,
+            tags: convert::tags("tags", &r.tags)?,
         };
         let grant = &caller.principal.grant;
         let expert = match grant {
@@ -89,11 +89,7 @@ impl KnowledgeService for KnowledgeApi {
         let edit = ArticleEdit {
             title: r.title,
             body: r.body,
-            tags: r
-                .tags
-                .map(|t| convert::tags("tags", &t.tags))
-                .transpose()
-                .map_err(status_of)?,
+            tags: r.tags.map(|t| convert::tags("tags", &t.tags)).transpose()?,
         };
         reply(self.knowledge()?.update(id, edit, r.expected_version).await)
     }
@@ -142,17 +138,16 @@ impl KnowledgeService for KnowledgeApi {
         authorize(&request, Operation::SearchArticles)?;
         let r = request.into_inner();
         let search = ArticleSearch {
-            tags: convert::tags("tags", &r.tags).map_err(status_of)?,
+            tags: convert::tags("tags", &r.tags)?,
             states: r
                 .states
                 .iter()
                 .map(|s| convert::article_state("states", *s))
-                .collect::<Result<_, _>>()
-                .map_err(status_of)?,
+                .collect::<Result<_, _>>()?,
             limit: r.limit as usize,
             text: r.query,
         };
-        let hits = self.knowledge()?.search(search).await.map_err(status_of)?;
+        let hits = self.knowledge()?.search(search).await?;
         Ok(Response::new(pb::SearchArticlesResponse {
             hits: hits.iter().map(convert::hit).collect(),
         }))
@@ -165,12 +160,11 @@ impl KnowledgeService for KnowledgeApi {
     ) -> Result<Response<pb::SuggestArticlesResponse>, Status> {
         authorize(&request, Operation::SuggestArticles)?;
         let r = request.into_inner();
-        let tags = convert::tags("tags", &r.tags).map_err(status_of)?;
+        let tags = convert::tags("tags", &r.tags)?;
         let hits = self
             .knowledge()?
             .suggest(r.text, tags, r.limit as usize)
-            .await
-            .map_err(status_of)?;
+            .await?;
         Ok(Response::new(pb::SuggestArticlesResponse {
             suggestions: hits.iter().map(convert::hit).collect(),
         }))
@@ -183,13 +177,12 @@ impl KnowledgeService for KnowledgeApi {
     ) -> Result<Response<pb::RecordDeflectionResponse>, Status> {
         let caller = authorize(&request, Operation::RecordDeflection)?;
         let r = request.get_ref();
-        let id = ArticleId::parse("article_id", &r.article_id).map_err(status_of)?;
+        let id = ArticleId::parse("article_id", &r.article_id)?;
         let request_id = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
         let recorded = self
             .knowledge()?
             .deflect(id, caller.principal.bot(), request_id)
-            .await
-            .map_err(status_of)?;
+            .await?;
         Ok(Response::new(pb::RecordDeflectionResponse { recorded }))
     }
 }

@@ -61,52 +61,54 @@ pub const ERROR_DOMAIN: &str = "swarmdesk.v1";
 /// details of google.rpc (BadRequest naming the field for INVALID_ARGUMENT,
 /// ErrorInfo with a stable reason for the rest). Exhaustive on purpose: a
 /// new variant must be given a code and a reason here.
-pub fn status_of(error: DeskError) -> Status {
-    let (code, reason) = match &error {
-        DeskError::Invalid { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
-        DeskError::TicketNotFound(_) => (Code::NotFound, "TICKET_NOT_FOUND"),
-        DeskError::ExpertNotFound(_) => (Code::NotFound, "EXPERT_NOT_FOUND"),
-        DeskError::TokenNotFound(_) => (Code::NotFound, "TOKEN_NOT_FOUND"),
-        DeskError::ArticleNotFound(_) => (Code::NotFound, "ARTICLE_NOT_FOUND"),
-        DeskError::ArticleState { .. } => (Code::FailedPrecondition, "ARTICLE_STATE"),
-        DeskError::ArticleVersionMismatch { .. } => (Code::Aborted, "VERSION_MISMATCH"),
-        DeskError::AlreadyOwned { .. } => (Code::FailedPrecondition, "ALREADY_OWNED"),
-        DeskError::NotOwner { .. } => (Code::FailedPrecondition, "NOT_OWNER"),
-        DeskError::InvalidTransition { .. } => (Code::FailedPrecondition, "INVALID_TRANSITION"),
-        DeskError::WrongState { .. } => (Code::FailedPrecondition, "WRONG_STATE"),
-        DeskError::AlreadyRated { .. } => (Code::FailedPrecondition, "ALREADY_RATED"),
-        DeskError::RankTooLow { .. } => (Code::PermissionDenied, "RANK_TOO_LOW"),
-        DeskError::PermissionDenied(_) => (Code::PermissionDenied, "PERMISSION_DENIED"),
-        DeskError::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
-        DeskError::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
-        DeskError::TooManyStreams(_) => (Code::ResourceExhausted, "TOO_MANY_STREAMS"),
-        DeskError::AtCapacity { .. } => (Code::ResourceExhausted, "AT_CAPACITY"),
-        DeskError::Conflict(_) => (Code::Aborted, "CONFLICT"),
-        DeskError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
-        DeskError::CatchingUp(_) => (Code::Unavailable, "CATCHING_UP"),
-        DeskError::Storage(detail) => {
-            // Logged once here; the client gets no internals.
-            tracing::error!(%detail, "storage failure");
-            return Status::with_error_details(
-                Code::Internal,
-                "internal storage error",
-                ErrorDetails::with_error_info("INTERNAL", ERROR_DOMAIN, HashMap::new()),
-            );
-        }
-    };
-    let details = match &error {
-        DeskError::Invalid { field, reason } => {
-            ErrorDetails::with_bad_request_violation(field.clone(), reason.clone())
-        }
-        DeskError::RateLimited { retry_after } => {
-            // RetryInfo is what gRPC clients' retry policies read.
-            let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
-            details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-            details
-        }
-        other => ErrorDetails::with_error_info(reason, ERROR_DOMAIN, error_metadata(other)),
-    };
-    Status::with_error_details(code, error.to_string(), details)
+impl From<DeskError> for Status {
+    fn from(error: DeskError) -> Status {
+        let (code, reason) = match &error {
+            DeskError::Invalid { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+            DeskError::TicketNotFound(_) => (Code::NotFound, "TICKET_NOT_FOUND"),
+            DeskError::ExpertNotFound(_) => (Code::NotFound, "EXPERT_NOT_FOUND"),
+            DeskError::TokenNotFound(_) => (Code::NotFound, "TOKEN_NOT_FOUND"),
+            DeskError::ArticleNotFound(_) => (Code::NotFound, "ARTICLE_NOT_FOUND"),
+            DeskError::ArticleState { .. } => (Code::FailedPrecondition, "ARTICLE_STATE"),
+            DeskError::ArticleVersionMismatch { .. } => (Code::Aborted, "VERSION_MISMATCH"),
+            DeskError::AlreadyOwned { .. } => (Code::FailedPrecondition, "ALREADY_OWNED"),
+            DeskError::NotOwner { .. } => (Code::FailedPrecondition, "NOT_OWNER"),
+            DeskError::InvalidTransition { .. } => (Code::FailedPrecondition, "INVALID_TRANSITION"),
+            DeskError::WrongState { .. } => (Code::FailedPrecondition, "WRONG_STATE"),
+            DeskError::AlreadyRated { .. } => (Code::FailedPrecondition, "ALREADY_RATED"),
+            DeskError::RankTooLow { .. } => (Code::PermissionDenied, "RANK_TOO_LOW"),
+            DeskError::PermissionDenied(_) => (Code::PermissionDenied, "PERMISSION_DENIED"),
+            DeskError::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+            DeskError::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
+            DeskError::TooManyStreams(_) => (Code::ResourceExhausted, "TOO_MANY_STREAMS"),
+            DeskError::AtCapacity { .. } => (Code::ResourceExhausted, "AT_CAPACITY"),
+            DeskError::Conflict(_) => (Code::Aborted, "CONFLICT"),
+            DeskError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
+            DeskError::CatchingUp(_) => (Code::Unavailable, "CATCHING_UP"),
+            DeskError::Storage(detail) => {
+                // Logged once here; the client gets no internals.
+                tracing::error!(%detail, "storage failure");
+                return Status::with_error_details(
+                    Code::Internal,
+                    "internal storage error",
+                    ErrorDetails::with_error_info("INTERNAL", ERROR_DOMAIN, HashMap::new()),
+                );
+            }
+        };
+        let details = match &error {
+            DeskError::Invalid { field, reason } => {
+                ErrorDetails::with_bad_request_violation(field.clone(), reason.clone())
+            }
+            DeskError::RateLimited { retry_after } => {
+                // RetryInfo is what gRPC clients' retry policies read.
+                let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
+                details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+                details
+            }
+            other => ErrorDetails::with_error_info(reason, ERROR_DOMAIN, error_metadata(other)),
+        };
+        Status::with_error_details(code, error.to_string(), details)
+    }
 }
 
 /// The ids an error is about, for clients to act on without parsing text.
@@ -205,6 +207,6 @@ pub fn status_of_end(end: StreamEnd) -> Status {
             }
             status
         }
-        StreamEnd::Failed(error) => status_of(error),
+        StreamEnd::Failed(error) => Status::from(error),
     }
 }

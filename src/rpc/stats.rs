@@ -5,7 +5,7 @@ use tracing::instrument;
 
 use super::gate::{authorize, principal_label};
 use super::pb::{self, stats_service_server::StatsService};
-use super::{convert, status_of, DeskCell};
+use super::{convert, DeskCell};
 use crate::domain::stats::{HOUR_MICROS, SATISFIED_SCORE};
 use crate::domain::{Operation, SlaTarget, Tag};
 
@@ -36,22 +36,19 @@ impl StatsService for StatsApi {
         let r = request.into_inner();
         let desk = super::ready_desk(&self.desk)?;
         let to = match &r.to {
-            Some(t) => convert::micros("to", t).map_err(status_of)?,
+            Some(t) => convert::micros("to", t)?,
             None => desk.now(),
         };
         let from = match &r.from {
-            Some(t) => convert::micros("from", t).map_err(status_of)?,
+            Some(t) => convert::micros("from", t)?,
             None => to - DEFAULT_RANGE_MICROS,
         };
         let tag = if r.tag.is_empty() {
             None
         } else {
-            Some(Tag::parse("tag", &r.tag).map_err(status_of)?)
+            Some(Tag::parse("tag", &r.tag)?)
         };
-        let (b, k) = desk
-            .stats(from, to, tag.as_ref())
-            .await
-            .map_err(status_of)?;
+        let (b, k) = desk.stats(from, to, tag.as_ref()).await?;
         let summary = |i: usize| pb::DurationSummary {
             count: b.times[i].count(),
             median: b.times[i].quantile(0.5).map(convert::duration),

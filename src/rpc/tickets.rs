@@ -11,7 +11,7 @@ use super::convert::{self, parse_enum, parse_optional_enum};
 use super::gate::{authorize, open_stream, principal_label};
 use super::pb::{self, ticket_service_server::TicketService};
 use super::DeskCell;
-use super::{status_of, status_of_end};
+use super::status_of_end;
 use crate::auth::{Caller, StreamPermit};
 use crate::desk::{Desk, NewTicket, TicketQuery};
 use crate::domain::{
@@ -42,7 +42,7 @@ where
             match subscription.as_mut().next().await {
                 Ok(delivery) => Some((Ok(map(&delivery)), Some((subscription, permit)))),
                 Err(_) if permit.caller().is_revoked() => Some((
-                    Err(status_of(DeskError::Unauthenticated(
+                    Err(Status::from(DeskError::Unauthenticated(
                         "token revoked".into(),
                     ))),
                     None,
@@ -67,12 +67,9 @@ fn bot_visible(
     let header = match desk.get_ticket(id) {
         Ok(ticket) => Some(ticket.header),
         Err(DeskError::TicketNotFound(_)) => None,
-        Err(other) => return Err(status_of(other)),
+        Err(other) => return Err(Status::from(other)),
     };
-    caller
-        .principal
-        .may_see(header.as_deref())
-        .map_err(status_of)?;
+    caller.principal.may_see(header.as_deref())?;
     Ok(header)
 }
 
@@ -111,31 +108,27 @@ impl TicketService for TicketApi {
                 r.channel,
                 ContactChannel::from_number,
                 Some(ContactChannel::Api),
-            )
-            .map_err(status_of)?,
+            )?,
             kind: parse_enum(
                 "kind",
                 r.kind,
                 TicketKind::from_number,
                 Some(TicketKind::Incident),
-            )
-            .map_err(status_of)?,
+            )?,
             priority: parse_enum(
                 "priority",
                 r.priority,
                 Priority::from_number,
                 Some(Priority::P3),
-            )
-            .map_err(status_of)?,
-            skills: convert::requirements("skills", &r.skills).map_err(status_of)?,
+            )?,
+            skills: convert::requirements("skills", &r.skills)?,
             title: r.title,
             description: r.description,
             requester: r.requester,
             request_id: non_empty(r.request_id),
             created_by: caller.principal.bot().cloned(),
         };
-        let (ticket, created, suggestions) =
-            self.desk()?.create_ticket(new).await.map_err(status_of)?;
+        let (ticket, created, suggestions) = self.desk()?.create_ticket(new).await?;
         tracing::Span::current().record("ticket_id", tracing::field::display(ticket.id()));
         Ok(Response::new(pb::CreateTicketResponse {
             ticket: Some(convert::ticket(&ticket)),
@@ -150,10 +143,10 @@ impl TicketService for TicketApi {
         request: Request<pb::GetTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::GetTicket)?;
-        let id = convert::ticket_id("id", &request.get_ref().id).map_err(status_of)?;
+        let id = convert::ticket_id("id", &request.get_ref().id)?;
         let desk = self.desk()?;
         bot_visible(desk, &caller, id)?;
-        let ticket = desk.get_ticket(id).map_err(status_of)?;
+        let ticket = desk.get_ticket(id)?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -165,25 +158,21 @@ impl TicketService for TicketApi {
         let caller = authorize(&request, Operation::ListTickets)?;
         let r = request.into_inner();
         let query = TicketQuery {
-            status: parse_optional_enum("status", r.status, TicketStatus::from_number)
-                .map_err(status_of)?,
+            status: parse_optional_enum("status", r.status, TicketStatus::from_number)?,
             owner: non_empty(r.owner_id)
                 .map(|o| convert::expert_id("owner_id", &o))
-                .transpose()
-                .map_err(status_of)?,
+                .transpose()?,
             tag: non_empty(r.tag)
                 .map(|t| Tag::parse("tag", &t))
-                .transpose()
-                .map_err(status_of)?,
+                .transpose()?,
             created_by: caller.principal.bot().cloned(),
             vendor: non_empty(r.vendor),
             page_size: r.page_size as usize,
             from: non_empty(r.page_token)
                 .map(|t| convert::ticket_id("page_token", &t))
-                .transpose()
-                .map_err(status_of)?,
+                .transpose()?,
         };
-        let page = self.desk()?.list_tickets(&query).map_err(status_of)?;
+        let page = self.desk()?.list_tickets(&query)?;
         Ok(Response::new(pb::ListTicketsResponse {
             tickets: page.tickets.iter().map(convert::ticket).collect(),
             next_page_token: page
@@ -200,15 +189,13 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::TicketEvent>, Status> {
         let caller = authorize(&request, Operation::PostMessage)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let visibility = parse_enum("visibility", r.visibility, Visibility::from_number, None)
-            .map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let visibility = parse_enum("visibility", r.visibility, Visibility::from_number, None)?;
         let desk = self.desk()?;
         let header = bot_visible(desk, &caller, id)?;
         caller
             .principal
-            .may_post(header.as_deref(), &r.author_id, visibility)
-            .map_err(status_of)?;
+            .may_post(header.as_deref(), &r.author_id, visibility)?;
         let event = desk
             .post_message(
                 id,
@@ -218,8 +205,7 @@ impl TicketService for TicketApi {
                 non_empty(r.request_id),
                 caller.principal.bot(),
             )
-            .await
-            .map_err(status_of)?;
+            .await?;
         Ok(Response::new(convert::event(&event)))
     }
 
@@ -230,10 +216,10 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::ClaimTicket)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        caller.principal.act_as(&expert).map_err(status_of)?;
-        let ticket = self.desk()?.claim(id, &expert).await.map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.act_as(&expert)?;
+        let ticket = self.desk()?.claim(id, &expert).await?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -244,15 +230,11 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::TransferTicket)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let from = convert::expert_id("from_expert_id", &r.from_expert_id).map_err(status_of)?;
-        caller.principal.may_move(&from).map_err(status_of)?;
-        let to = convert::expert_id("to_expert_id", &r.to_expert_id).map_err(status_of)?;
-        let ticket = self
-            .desk()?
-            .transfer(id, &from, &to)
-            .await
-            .map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let from = convert::expert_id("from_expert_id", &r.from_expert_id)?;
+        caller.principal.may_move(&from)?;
+        let to = convert::expert_id("to_expert_id", &r.to_expert_id)?;
+        let ticket = self.desk()?.transfer(id, &from, &to).await?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -263,10 +245,10 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::ReleaseTicket)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        caller.principal.may_move(&expert).map_err(status_of)?;
-        let ticket = self.desk()?.release(id, &expert).await.map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.may_move(&expert)?;
+        let ticket = self.desk()?.release(id, &expert).await?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -277,10 +259,10 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::JoinSwarm)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        caller.principal.act_as(&expert).map_err(status_of)?;
-        let ticket = self.desk()?.join(id, &expert).await.map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.act_as(&expert)?;
+        let ticket = self.desk()?.join(id, &expert).await?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -291,10 +273,10 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::LeaveSwarm)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        caller.principal.act_as(&expert).map_err(status_of)?;
-        let ticket = self.desk()?.leave(id, &expert).await.map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.act_as(&expert)?;
+        let ticket = self.desk()?.leave(id, &expert).await?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -305,15 +287,14 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::RequestHelp)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        caller.principal.act_as(&expert).map_err(status_of)?;
-        let skills = convert::requirements("skills", &r.skills).map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.act_as(&expert)?;
+        let skills = convert::requirements("skills", &r.skills)?;
         let ticket = self
             .desk()?
             .request_help(id, &expert, skills, r.note)
-            .await
-            .map_err(status_of)?;
+            .await?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -324,22 +305,16 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::UpdateStatus)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
-        let expert = convert::expert_id("expert_id", &r.expert_id).map_err(status_of)?;
-        caller.principal.act_as(&expert).map_err(status_of)?;
-        let status =
-            parse_enum("status", r.status, TicketStatus::from_number, None).map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let expert = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.act_as(&expert)?;
+        let status = parse_enum("status", r.status, TicketStatus::from_number, None)?;
         let vendor = convert::vendor(r.vendor.as_ref());
-        let knowledge = r
-            .knowledge
-            .map(convert::knowledge_use)
-            .transpose()
-            .map_err(status_of)?;
+        let knowledge = r.knowledge.map(convert::knowledge_use).transpose()?;
         let ticket = self
             .desk()?
             .update_status(id, &expert, status, r.note, vendor, knowledge)
-            .await
-            .map_err(status_of)?;
+            .await?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -350,14 +325,11 @@ impl TicketService for TicketApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = authorize(&request, Operation::RateTicket)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
         let desk = self.desk()?;
         bot_visible(desk, &caller, id)?;
         let actor = caller.principal.grant.to_string();
-        let ticket = desk
-            .rate(id, r.score, r.comment, &actor)
-            .await
-            .map_err(status_of)?;
+        let ticket = desk.rate(id, r.score, r.comment, &actor).await?;
         Ok(Response::new(convert::ticket(&ticket)))
     }
 
@@ -370,13 +342,11 @@ impl TicketService for TicketApi {
     ) -> Result<Response<Self::WatchTicketStream>, Status> {
         let caller = authorize(&request, Operation::WatchTicket)?;
         let r = request.into_inner();
-        let id = convert::ticket_id("ticket_id", &r.ticket_id).map_err(status_of)?;
+        let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
         let desk = self.desk()?;
         bot_visible(desk, &caller, id)?;
         let permit = open_stream(desk, &caller)?;
-        let subscription = desk
-            .watch_ticket(id, r.after_seq, caller.stream_stop())
-            .map_err(status_of)?;
+        let subscription = desk.watch_ticket(id, r.after_seq, caller.stream_stop())?;
         Ok(Response::new(into_stream(subscription, permit, |d| {
             convert::event(&d.event)
         })))
