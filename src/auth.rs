@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::access::{hash_presented, token_text, SecretHash};
 use crate::domain::{check_short_text, DeskError, Grant, Principal, TokenId, TokenRecord};
-use crate::store::Store;
+use crate::store::{Change, Log, Storage};
 
 /// Name of the first admin token's file in the data dir.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -142,7 +142,7 @@ fn random<const N: usize>() -> Result<[u8; N], DeskError> {
 /// Every token, and the live ones by the hash of their secret.
 #[derive(Debug)]
 pub struct TokenRegistry {
-    store: Arc<dyn Store>,
+    log: Arc<dyn Log>,
     limits: AuthLimits,
     /// Live (unrevoked) tokens: what authentication reads, on every call.
     live: RwLock<HashMap<SecretHash, Arc<Caller>>>,
@@ -156,13 +156,13 @@ pub struct TokenRegistry {
 impl TokenRegistry {
     /// Loads every token from the store; `shutdown` ends every stream.
     pub fn open(
-        store: Arc<dyn Store>,
+        storage: &Storage,
         limits: AuthLimits,
         shutdown: CancellationToken,
     ) -> Result<Self, DeskError> {
         let mut live = HashMap::new();
         let mut records = BTreeMap::new();
-        for record in store.tokens()? {
+        for record in storage.tokens.tokens()? {
             if record.revoked_at.is_none() {
                 live.insert(
                     record.secret_hash,
@@ -177,7 +177,7 @@ impl TokenRegistry {
             records.insert(record.id.clone(), record);
         }
         Ok(TokenRegistry {
-            store,
+            log: storage.log.clone(),
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             limits,
             live: RwLock::new(live),
@@ -310,7 +310,7 @@ impl TokenRegistry {
             let mut revoked = record.clone();
             revoked.revoked_at = Some(now_micros());
             revoked.last_used_at = last_used.or(revoked.last_used_at);
-            let lsn = self.store.put_token(&revoked)?;
+            let lsn = self.log.append(Change::Token(revoked.clone()))?.lsn;
             *record = revoked.clone();
             (revoked, lsn)
         };
@@ -323,7 +323,7 @@ impl TokenRegistry {
         {
             caller.revoke();
         }
-        self.store.wait_durable(lsn).await?;
+        self.log.wait_durable(lsn).await?;
         tracing::info!(token_id = %record.id, label = %record.label, "token revoked");
         Ok(record)
     }
@@ -340,7 +340,7 @@ impl TokenRegistry {
             let used = caller.last_used.load(Ordering::Relaxed);
             if used > 0 && record.last_used_at != Some(used) && record.revoked_at.is_none() {
                 record.last_used_at = Some(used);
-                self.store.put_token(record)?;
+                self.log.append(Change::Token(record.clone()))?;
             }
         }
         Ok(())
@@ -360,11 +360,11 @@ impl TokenRegistry {
         };
         let lsn = {
             let mut records = self.records();
-            let lsn = self.store.put_token(&record)?;
+            let lsn = self.log.append(Change::Token(record.clone()))?.lsn;
             records.insert(record.id.clone(), record.clone());
             lsn
         };
-        self.store.wait_durable(lsn).await?;
+        self.log.wait_durable(lsn).await?;
         self.live.write().unwrap_or_else(|p| p.into_inner()).insert(
             record.secret_hash,
             Arc::new(Caller::new(

@@ -33,7 +33,7 @@ use crate::hub::{Filter, Hub, Start, Subscription};
 use crate::knowledge::index::Hit;
 use crate::knowledge::KnowledgeBase;
 use crate::stats::StatsKeeper;
-use crate::store::{Commit, Lsn, NewEvent, Receipt, Store, StoreError};
+use crate::store::{Appended, Change, Commit, Lsn, NewEvent, Storage, StoreError};
 use crate::timers::{Clock, SystemClock, Timers};
 
 /// Most tickets one ListTickets call examines, so a rare filter over a big
@@ -46,7 +46,13 @@ impl From<StoreError> for DeskError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => DeskError::Conflict(what),
-            other => DeskError::Storage(other.to_string()),
+            StoreError::Fenced(what) => DeskError::NotWriter(what),
+            StoreError::Timeout(what) => DeskError::OutcomeUnknown(what),
+            StoreError::Unavailable(what) => DeskError::StorageUnavailable(what),
+            StoreError::Closed => DeskError::ShuttingDown,
+            other @ (StoreError::Corrupt(_) | StoreError::Backend(_)) => {
+                DeskError::Storage(other.to_string())
+            }
         }
     }
 }
@@ -274,7 +280,7 @@ impl RoutingState {
 
 #[derive(Debug)]
 struct Inner {
-    store: Arc<dyn Store>,
+    storage: Storage,
     hub: Hub,
     routing: Mutex<RoutingState>,
     shutdown: CancellationToken,
@@ -323,22 +329,22 @@ impl Desk {
     /// Every deadline of the live tickets is set again: one that passed
     /// while the server was down fires once the timers run.
     pub fn open(
-        store: Arc<dyn Store>,
+        storage: Storage,
         hub: Hub,
         limits: AuthLimits,
         options: DeskOptions,
     ) -> Result<Self, DeskError> {
         let shutdown = CancellationToken::new();
-        let tokens = TokenRegistry::open(store.clone(), limits, shutdown.clone())?;
+        let tokens = TokenRegistry::open(&storage, limits, shutdown.clone())?;
         let timers = Arc::new(Timers::default());
         let opened_at = options.clock.now_micros();
         let mut state = RoutingState::default();
-        for expert in store.experts()? {
+        for expert in storage.experts.experts()? {
             state.assignment_seq = state.assignment_seq.max(expert.last_assigned_seq);
             state.put_expert(expert);
         }
         let mut live = 0usize;
-        for ticket in store.live_tickets()? {
+        for ticket in storage.tickets.live_tickets()? {
             live += 1;
             if ticket.state.status == TicketStatus::Open {
                 state.pending.insert(
@@ -365,19 +371,19 @@ impl Desk {
             live_tickets = live,
             waiting_tickets = state.pending.len(),
             deadlines = timers.len(),
-            last_position = store.last_position(),
+            last_position = storage.tickets.last_position(),
             "desk loaded"
         );
-        hub.start_at(store.last_position());
-        let stats = StatsKeeper::open(store.clone())?;
+        hub.start_at(storage.tickets.last_position());
+        let stats = StatsKeeper::open(storage.tickets.clone(), storage.blobs.clone())?;
         let knowledge = KnowledgeBase::open(
-            store.clone(),
+            &storage,
             options.knowledge_index.as_deref(),
             options.clock.clone(),
         )?;
         Ok(Desk {
             inner: Arc::new(Inner {
-                store,
+                storage,
                 hub,
                 routing: Mutex::new(state),
                 shutdown,
@@ -415,7 +421,7 @@ impl Desk {
         }
         // Everything a read could already show, not only what has been
         // streamed: a ticket's breach is visible before its event is durable.
-        let upto = self.inner.store.last_position();
+        let upto = self.inner.storage.tickets.last_position();
         let tickets = self.inner.stats.report(from, to, tag, upto).await?;
         let knowledge = self.inner.knowledge.counts(from, to, tag)?;
         Ok((tickets, knowledge))
@@ -574,8 +580,8 @@ impl Desk {
         &self.inner.knowledge
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
     }
 
     pub fn tokens(&self) -> &TokenRegistry {
@@ -604,16 +610,27 @@ impl Desk {
         Ok(())
     }
 
+    /// Stores an expert alone (compare-and-swap on its version).
+    fn append_expert(&self, expert: &Expert) -> Result<Lsn, DeskError> {
+        Ok(self
+            .inner
+            .storage
+            .log
+            .append(Change::Expert(expert.clone()))?
+            .lsn)
+    }
+
     async fn durable(&self, lsn: Lsn) -> Result<(), DeskError> {
         if lsn > 0 {
-            self.inner.store.wait_durable(lsn).await?;
+            self.inner.storage.log.wait_durable(lsn).await?;
         }
         Ok(())
     }
 
     fn load_ticket(&self, id: TicketId) -> Result<Ticket, DeskError> {
         self.inner
-            .store
+            .storage
+            .tickets
             .ticket(id)?
             .ok_or(DeskError::TicketNotFound(id))
     }
@@ -628,7 +645,7 @@ impl Desk {
         mut moves: Vec<Move>,
         actor: &str,
         idempotency_key: Option<String>,
-    ) -> Result<(Receipt, Written), DeskError> {
+    ) -> Result<(Appended, Written), DeskError> {
         let at = self.now();
         let policy = self.inner.options.sla.for_priority(ticket.header.priority);
         let mut previous = &ticket.state;
@@ -672,7 +689,7 @@ impl Desk {
             experts: experts.clone(),
             idempotency_key,
         };
-        let receipt = self.inner.store.commit(commit)?;
+        let receipt = self.inner.storage.log.append(Change::Ticket(commit))?;
         for expert in experts {
             state.put_expert(expert);
         }
@@ -794,11 +811,11 @@ impl Desk {
                 let event = self.event_at(position)?;
                 (
                     self.load_ticket(event.ticket_id())?,
-                    self.inner.store.written_lsn(),
+                    self.inner.storage.log.written_lsn(),
                     false,
                 )
             } else {
-                let id = self.inner.store.allocate_ticket_id()?;
+                let id = self.inner.storage.log.allocate_ticket_id()?;
                 let now = self.now();
                 let header = Arc::new(TicketHeader {
                     id,
@@ -863,13 +880,13 @@ impl Desk {
 
     fn known_request(&self, key: Option<&str>) -> Result<Option<u64>, DeskError> {
         match key {
-            Some(k) => Ok(self.inner.store.idempotent(k)?),
+            Some(k) => Ok(self.inner.storage.tickets.idempotent(k)?),
             None => Ok(None),
         }
     }
 
     fn event_at(&self, position: u64) -> Result<Arc<TicketEvent>, DeskError> {
-        self.inner.store.event(position)?.ok_or_else(|| {
+        self.inner.storage.tickets.event(position)?.ok_or_else(|| {
             DeskError::Storage(format!("idempotency record names missing event {position}"))
         })
     }
@@ -887,7 +904,7 @@ impl Desk {
         let mut tickets = Vec::new();
         let mut examined = 0;
         loop {
-            let batch = self.inner.store.tickets_from(from, 256)?;
+            let batch = self.inner.storage.tickets.tickets_from(from, 256)?;
             let Some(last) = batch.last() else {
                 return Ok(TicketPage {
                     tickets,
@@ -955,7 +972,7 @@ impl Desk {
                     ));
                 }
                 let ticket = self.load_ticket(id)?;
-                (ticket, vec![event], self.inner.store.written_lsn())
+                (ticket, vec![event], self.inner.storage.log.written_lsn())
             } else {
                 let ticket = self.load_ticket(id)?;
                 let moves = decide(&state, &ticket)?;
@@ -1252,7 +1269,7 @@ impl Desk {
         self.check_running()?;
         self.load_ticket(id)?;
         Ok(self.inner.hub.subscribe(
-            self.inner.store.clone(),
+            self.inner.storage.tickets.clone(),
             Filter::Ticket(id),
             Start::AfterSeq(after_seq),
             stop,
@@ -1299,7 +1316,7 @@ impl Desk {
                     version: 1,
                 },
             };
-            let mut lsn = self.inner.store.put_expert(&expert)?;
+            let mut lsn = self.append_expert(&expert)?;
             self.inner.hub.update_skills(&expert.id, &expert.skills);
             state.put_expert(expert.clone());
             // New skills or room may open waiting tickets to them.
@@ -1360,7 +1377,7 @@ impl Desk {
             if expert.presence != presence {
                 expert.presence = presence;
                 expert.version += 1;
-                lsn = self.inner.store.put_expert(&expert)?;
+                lsn = self.append_expert(&expert)?;
                 state.put_expert(expert);
             }
             if presence == Presence::Available {
@@ -1396,7 +1413,7 @@ impl Desk {
         // position before the committer hands the event to the hub. A start
         // beyond what the hub has published is safe: live events up to it
         // are skipped as already seen.
-        let last = self.inner.store.last_position();
+        let last = self.inner.storage.tickets.last_position();
         if after_position > last {
             return Err(DeskError::invalid(
                 "after_position",
@@ -1414,7 +1431,7 @@ impl Desk {
                 if expert.channels.as_ref() != Some(&wanted) {
                     expert.channels = Some(wanted);
                     expert.version += 1;
-                    lsn = self.inner.store.put_expert(&expert)?;
+                    lsn = self.append_expert(&expert)?;
                     state.put_expert(expert.clone());
                 }
             }
@@ -1424,7 +1441,7 @@ impl Desk {
                 skills: expert.skills.clone(),
             };
             let subscription = self.inner.hub.subscribe(
-                self.inner.store.clone(),
+                self.inner.storage.tickets.clone(),
                 Filter::Expert(viewer),
                 Start::AfterPosition(after_position),
                 stop,

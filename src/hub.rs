@@ -37,7 +37,7 @@ use crate::domain::event::{public_view, swarm_reason};
 use crate::domain::{
     DeskError, EventKind, ExpertId, Skill, SwarmReason, Tag, TicketEvent, TicketId, Viewer,
 };
-use crate::store::{EventSink, Store};
+use crate::store::{EventSink, TicketStore};
 
 /// Events read from the store per replay step.
 const REPLAY_PAGE: usize = 256;
@@ -404,7 +404,7 @@ impl Hub {
     /// is caught), replays the store from `start`, then goes live.
     pub fn subscribe(
         &self,
-        store: Arc<dyn Store>,
+        store: Arc<dyn TicketStore>,
         filter: Filter,
         start: Start,
         shutdown: CancellationToken,
@@ -549,7 +549,7 @@ pub enum StreamEnd {
 #[derive(Debug)]
 pub struct Subscription {
     hub: Hub,
-    store: Arc<dyn Store>,
+    store: Arc<dyn TicketStore>,
     filter: Filter,
     cursor: Cursor,
     /// Replay from the store runs up to here; live takes over after.
@@ -704,7 +704,7 @@ mod tests {
     use crate::domain::model::*;
     use crate::domain::EventKind;
     use crate::store::sled::{SledConfig, SledStore};
-    use crate::store::{Commit, NewEvent};
+    use crate::store::{Change, Commit, Log, NewEvent};
 
     fn tag(s: &str) -> Tag {
         Tag::parse("t", s).unwrap()
@@ -714,7 +714,7 @@ mod tests {
     async fn create(store: &SledStore, tag_name: &str) -> u64 {
         let id = store.allocate_ticket_id().unwrap();
         let receipt = store
-            .commit(Commit {
+            .append(Change::Ticket(Commit {
                 ticket: id,
                 header: Some(Arc::new(TicketHeader {
                     id,
@@ -743,7 +743,7 @@ mod tests {
                 }],
                 experts: vec![],
                 idempotency_key: None,
-            })
+            }))
             .unwrap();
         store.wait_durable(receipt.lsn).await.unwrap();
         receipt.events[0].position
@@ -853,7 +853,7 @@ mod tests {
             Arc::new(SledStore::open(&SledConfig::new(dir.path()), Arc::new(hub.clone())).unwrap());
         let before = create(&store, "net").await;
         let mut sub = hub.subscribe(
-            store.clone(),
+            store.state().clone(),
             viewer("net"),
             Start::AfterPosition(0),
             CancellationToken::new(),
@@ -888,7 +888,7 @@ mod tests {
             Arc::new(SledStore::open(&SledConfig::new(dir.path()), Arc::new(hub.clone())).unwrap());
         let token = CancellationToken::new();
         let mut sub = hub.subscribe(
-            store.clone(),
+            store.state().clone(),
             viewer("net"),
             Start::AfterPosition(0),
             token.clone(),

@@ -37,7 +37,7 @@ use crate::rpc::stats::StatsApi;
 use crate::rpc::tickets::TicketApi;
 use crate::rpc::DeskCell;
 use crate::store::sled::{SledConfig, SledStore};
-use crate::store::Store;
+use crate::store::Storage;
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -163,7 +163,7 @@ fn check_writable(dir: &std::path::Path) -> Result<(), ServerError> {
 pub const KNOWLEDGE_INDEX_DIR: &str = "knowledge-index";
 
 /// Opens the store and desk for `config` (recovery happens here).
-pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), ServerError> {
+pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Storage), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -177,23 +177,24 @@ pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Arc<dyn Store>), 
     let sink = hub.clone();
     let store = tokio::task::spawn_blocking(move || SledStore::open(&sled_config, Arc::new(sink)))
         .await??;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = Arc::new(store);
+    let storage = Storage::new(store.clone(), store.state().clone());
     let desk = {
-        let (store, limits) = (store.clone(), config.limits.clone());
+        let (storage, limits) = (storage.clone(), config.limits.clone());
         let options = DeskOptions {
             sla: config.sla.clone(),
             owner_grace: config.owner_grace,
             knowledge_index: Some(config.data_dir.join(KNOWLEDGE_INDEX_DIR)),
             ..DeskOptions::default()
         };
-        tokio::task::spawn_blocking(move || Desk::open(store, hub, limits, options)).await??
+        tokio::task::spawn_blocking(move || Desk::open(storage, hub, limits, options)).await??
     };
     if config.auth == AuthMode::On {
         if let Some(path) = desk.tokens().ensure_admin(&config.data_dir).await? {
             tracing::info!(path = %path.display(), "created the first admin token; it is in this file (mode 0600)");
         }
     }
-    Ok((desk, store))
+    Ok((desk, storage))
 }
 
 /// Sets the overall and per-service health.
@@ -384,7 +385,7 @@ pub async fn run(
             ),
     );
 
-    let (desk, store) = match open_desk(&config).await {
+    let (desk, storage) = match open_desk(&config).await {
         Ok(opened) => opened,
         Err(e) => {
             stop.cancel();
@@ -428,7 +429,7 @@ pub async fn run(
         tracing::warn!(error = %e, "closing the knowledge base failed");
     }
     drop(desk_handle);
-    let closed = tokio::task::spawn_blocking(move || store.close()).await?;
+    let closed = tokio::task::spawn_blocking(move || storage.log.close()).await?;
     closed?;
     tracing::info!("store closed");
     result

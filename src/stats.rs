@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::stats::{Bucket, StatsBook};
 use crate::domain::{DeskError, Tag, TicketEvent, TicketId, TicketState, TicketStatus, UnixMicros};
 use crate::hub::{Filter, Hub, Start};
-use crate::store::Store;
+use crate::store::{BlobStore, TicketStore};
 
 /// Named by the book's layout: a snapshot of another layout is not read
 /// (the book is recounted from the event log instead).
@@ -32,13 +32,17 @@ pub struct StatsKeeper {
     book: Mutex<StatsBook>,
     /// The position of the last event recorded.
     recorded: watch::Sender<u64>,
-    store: Arc<dyn Store>,
+    tickets: Arc<dyn TicketStore>,
+    blobs: Arc<dyn BlobStore>,
 }
 
 impl StatsKeeper {
     /// Loads the last snapshot (an unreadable one is rebuilt from the log).
-    pub fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, DeskError> {
-        let book = match store.blob(SNAPSHOT_BLOB)? {
+    pub fn open(
+        tickets: Arc<dyn TicketStore>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Arc<Self>, DeskError> {
+        let book = match blobs.blob(SNAPSHOT_BLOB)? {
             Some(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "stats snapshot unreadable; recounting from the event log");
                 StatsBook::default()
@@ -49,7 +53,8 @@ impl StatsKeeper {
         Ok(Arc::new(StatsKeeper {
             book: Mutex::new(book),
             recorded,
-            store,
+            tickets,
+            blobs,
         }))
     }
 
@@ -69,7 +74,7 @@ impl StatsKeeper {
         let keeper = self.clone();
         let through = self.lock().through;
         let mut feed = hub.subscribe(
-            self.store.clone(),
+            self.tickets.clone(),
             Filter::All,
             Start::AfterPosition(through),
             stop.clone(),
@@ -115,10 +120,12 @@ impl StatsKeeper {
     /// The ticket's state before `event`, from the store.
     fn state_before(&self, event: &TicketEvent) -> Option<TicketState> {
         let seq = event.seq();
-        match self
-            .store
-            .ticket_events(event.ticket_id(), seq.saturating_sub(2), event.position, 1)
-        {
+        match self.tickets.ticket_events(
+            event.ticket_id(),
+            seq.saturating_sub(2),
+            event.position,
+            1,
+        ) {
             Ok(found) => found
                 .into_iter()
                 .next()
@@ -142,8 +149,9 @@ impl StatsKeeper {
             (postcard::to_allocvec(&*book), book.through)
         };
         match bytes.map_err(|e| e.to_string()).and_then(|b| {
-            self.store
+            self.blobs
                 .put_blob(SNAPSHOT_BLOB, &b)
+                .map(drop)
                 .map_err(|e| e.to_string())
         }) {
             Ok(_) => through,

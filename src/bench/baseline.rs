@@ -22,7 +22,7 @@ use crate::rpc::pb::bench_baseline_server::{BenchBaseline, BenchBaselineServer};
 use crate::rpc::pb::{self, CreateTicketRequest, CreateTicketResponse};
 use crate::rpc::tickets::EventStream;
 use crate::store::sled::{SledConfig, SledStore};
-use crate::store::{EventSink, Store, StoreError};
+use crate::store::{BlobStore, EventSink, StoreError};
 
 fn now() -> prost_types::Timestamp {
     let d = SystemTime::now()
@@ -106,10 +106,10 @@ impl BenchBaseline for Baseline {
         })?;
         let request = request.into_inner();
         let key = format!("echo/{:020}", self.next_key.fetch_add(1, Ordering::Relaxed));
-        let lsn = store
+        let durable = store
             .put_blob(&key, &request.encode_to_vec())
             .map_err(store_status)?;
-        store.wait_durable(lsn).await.map_err(store_status)?;
+        durable.await.map_err(store_status)?;
         Ok(Response::new(CreateTicketResponse {
             ticket: Some(ticket_from(request)),
             created: true,

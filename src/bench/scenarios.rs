@@ -28,7 +28,7 @@ use crate::rpc::pb::bench_baseline_client::BenchBaselineClient;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
 use crate::rpc::pb::ticket_service_client::TicketServiceClient;
 use crate::store::sled::{SledConfig, SledStore};
-use crate::store::{Commit, NewEvent, Store};
+use crate::store::{Change, Commit, Log, NewEvent};
 
 type Call = Arc<
     dyn Fn(AuthedChannel, u64) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>
@@ -929,7 +929,7 @@ fn build_store(path: &std::path::Path, total: usize, open: usize) -> Result<(), 
         .map_err(|e| BenchError::Failed(e.to_string()))?;
     for owner in &owners {
         store
-            .put_expert(&Expert {
+            .append(Change::Expert(Expert {
                 id: owner.clone(),
                 display_name: "bench".into(),
                 skills: vec![Skill {
@@ -942,7 +942,7 @@ fn build_store(path: &std::path::Path, total: usize, open: usize) -> Result<(), 
                 last_assigned_seq: 0,
                 channels: None,
                 version: 1,
-            })
+            }))
             .map_err(failed)?;
     }
     for i in 0..total {
@@ -1001,14 +1001,14 @@ fn build_store(path: &std::path::Path, total: usize, open: usize) -> Result<(), 
             });
         }
         store
-            .commit(Commit {
+            .append(Change::Ticket(Commit {
                 ticket: id,
                 header: Some(header),
                 expected_version: 0,
                 events,
                 experts: vec![],
                 idempotency_key: None,
-            })
+            }))
             .map_err(failed)?;
         if (i + 1) % 100_000 == 0 {
             progress(format!("recovery store: {} tickets written", i + 1));

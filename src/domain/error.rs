@@ -106,6 +106,20 @@ pub enum DeskError {
     #[error("{0}")]
     CatchingUp(String),
 
+    /// This node may not write now (another took over as the writer);
+    /// nothing was written: retry, on this node or another.
+    #[error("not the writer: {0}; retry")]
+    NotWriter(String),
+
+    /// A write may or may not have been stored (the log did not answer in
+    /// time); a retry with the same request id is safe.
+    #[error("the outcome of the write is unknown ({0}); retry with the same request id")]
+    OutcomeUnknown(String),
+
+    /// The storage cannot be reached now; nothing was written.
+    #[error("storage unavailable: {0}; retry shortly")]
+    StorageUnavailable(String),
+
     #[error("storage failure: {0}")]
     Storage(String),
 }

@@ -18,7 +18,7 @@ use crate::domain::{
     Article, ArticleContent, ArticleId, ArticleState, BotName, DeskError, Grant, KnowledgeCounts,
     Tag, TicketId, UnixMicros,
 };
-use crate::store::Store;
+use crate::store::{Change, ExpertStore, KnowledgeStore, Log, Storage};
 use crate::timers::Clock;
 use index::{ArticleIndex, Hit, IndexError, SearchQuery};
 
@@ -57,7 +57,9 @@ pub struct ArticleSearch {
 }
 
 pub struct KnowledgeBase {
-    store: Arc<dyn Store>,
+    log: Arc<dyn Log>,
+    articles: Arc<dyn KnowledgeStore>,
+    experts: Arc<dyn ExpertStore>,
     index: Arc<ArticleIndex>,
     /// Held across a write's store commit and index commit.
     writes: tokio::sync::Mutex<()>,
@@ -91,18 +93,21 @@ impl KnowledgeBase {
     /// Opens the index in `index_dir` (`None`: in memory), rebuilding it
     /// from the store when it is missing or stale. Blocking.
     pub fn open(
-        store: Arc<dyn Store>,
+        storage: &Storage,
         index_dir: Option<&Path>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DeskError> {
-        let generation = store.knowledge_generation()?;
+        let articles = storage.knowledge.clone();
+        let generation = articles.knowledge_generation()?;
         let index = ArticleIndex::open(index_dir, generation, || {
-            store
+            articles
                 .articles()
                 .map_err(|e| IndexError::Corrupt(e.to_string()))
         })?;
         Ok(KnowledgeBase {
-            store,
+            log: storage.log.clone(),
+            articles,
+            experts: storage.experts.clone(),
             index: Arc::new(index),
             writes: tokio::sync::Mutex::new(()),
             clock,
@@ -116,9 +121,10 @@ impl KnowledgeBase {
     /// Stores `article` durably, then puts it in the index; the caller
     /// holds `writes`.
     async fn save(&self, article: Article) -> Result<Article, DeskError> {
-        let (lsn, generation) = self.store.put_article(&article)?;
-        self.store.wait_durable(lsn).await?;
-        let (index, store, copy) = (self.index.clone(), self.store.clone(), article.clone());
+        let appended = self.log.append(Change::Article(article.clone()))?;
+        let generation = appended.generation;
+        self.log.wait_durable(appended.lsn).await?;
+        let (index, store, copy) = (self.index.clone(), self.articles.clone(), article.clone());
         let indexed = blocking(move || {
             if let Err(e) = index.put(&copy, generation) {
                 // The article is stored; the index must not fall behind.
@@ -144,7 +150,7 @@ impl KnowledgeBase {
     }
 
     pub fn get(&self, id: ArticleId) -> Result<Article, DeskError> {
-        self.store
+        self.articles
             .article(id)?
             .ok_or(DeskError::ArticleNotFound(id))
     }
@@ -152,7 +158,7 @@ impl KnowledgeBase {
     /// Reads an article for `grant`: bots read published ones only (the
     /// refusal reads the same whether or not a draft exists).
     pub fn get_for(&self, id: ArticleId, grant: &Grant) -> Result<Article, DeskError> {
-        let article = self.store.article(id)?;
+        let article = self.articles.article(id)?;
         if matches!(grant, Grant::Bot(_))
             && article
                 .as_ref()
@@ -172,7 +178,7 @@ impl KnowledgeBase {
     ) -> Result<Article, DeskError> {
         content.validate()?;
         let _writes = self.writes.lock().await;
-        let id = self.store.allocate_article_id()?;
+        let id = self.log.allocate_article_id()?;
         let article = Article::draft(id, content, author, source_ticket, self.now())?;
         self.save(article).await
     }
@@ -202,7 +208,7 @@ impl KnowledgeBase {
             Grant::Admin | Grant::Supervisor => Ok(()),
             Grant::Expert(id) => {
                 let expert = self
-                    .store
+                    .experts
                     .expert(id)?
                     .ok_or_else(|| DeskError::ExpertNotFound(id.clone()))?;
                 if may_publish(&expert.skills, &article.content.tags) {
@@ -316,12 +322,12 @@ impl KnowledgeBase {
                 ..KnowledgeCounts::default()
             };
             let counts = counts_by_tag(hits.iter().map(|h| (h.tags.as_slice(), one)));
-            if let Some(lsn) =
-                self.store
-                    .add_knowledge_counts(hour_of(self.now()), &counts, None)?
-            {
-                self.store.wait_durable(lsn).await?;
-            }
+            let appended = self.log.append(Change::KnowledgeCounts {
+                hour: hour_of(self.now()),
+                counts,
+                once: None,
+            })?;
+            self.log.wait_durable(appended.lsn).await?;
         }
         Ok(hits)
     }
@@ -375,16 +381,15 @@ impl KnowledgeBase {
             ..KnowledgeCounts::default()
         };
         let counts = counts_by_tag([(article.content.tags.as_slice(), one)]);
-        match self
-            .store
-            .add_knowledge_counts(hour_of(self.now()), &counts, once.as_deref())?
-        {
-            Some(lsn) => {
-                self.store.wait_durable(lsn).await?;
-                Ok(true)
-            }
-            None => Ok(false),
+        let appended = self.log.append(Change::KnowledgeCounts {
+            hour: hour_of(self.now()),
+            counts,
+            once,
+        })?;
+        if appended.recorded {
+            self.log.wait_durable(appended.lsn).await?;
         }
+        Ok(appended.recorded)
     }
 
     /// Suggestions (through SuggestArticles) and deflections in the hours
@@ -395,6 +400,6 @@ impl KnowledgeBase {
         to: UnixMicros,
         tag: Option<&Tag>,
     ) -> Result<KnowledgeCounts, DeskError> {
-        Ok(self.store.knowledge_counts(from, to, tag)?)
+        Ok(self.articles.knowledge_counts(from, to, tag)?)
     }
 }

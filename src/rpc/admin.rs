@@ -39,7 +39,7 @@ impl AdminService for AdminApi {
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         authorize(&request, Operation::Backup)?;
-        let store = ready_desk(&self.desk)?.store().clone();
+        let store = ready_desk(&self.desk)?.storage().snapshot.clone();
         // Snapshot to a private temporary file first: the store is paused
         // only as long as the local copy takes, not as long as the client
         // takes to read it.

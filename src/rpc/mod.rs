@@ -85,6 +85,9 @@ impl From<DeskError> for Status {
             DeskError::Conflict(_) => (Code::Aborted, "CONFLICT"),
             DeskError::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN"),
             DeskError::CatchingUp(_) => (Code::Unavailable, "CATCHING_UP"),
+            DeskError::NotWriter(_) => (Code::Aborted, "NOT_WRITER"),
+            DeskError::OutcomeUnknown(_) => (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            DeskError::StorageUnavailable(_) => (Code::Unavailable, "STORAGE_UNAVAILABLE"),
             DeskError::Storage(detail) => {
                 // Logged once here; the client gets no internals.
                 tracing::error!(%detail, "storage failure");
@@ -190,6 +193,9 @@ fn error_metadata(error: &DeskError) -> HashMap<String, String> {
         | DeskError::Conflict(_)
         | DeskError::ShuttingDown
         | DeskError::CatchingUp(_)
+        | DeskError::NotWriter(_)
+        | DeskError::OutcomeUnknown(_)
+        | DeskError::StorageUnavailable(_)
         | DeskError::Storage(_) => {}
     }
     m

@@ -10,8 +10,8 @@ use tracing::instrument;
 use super::convert::{self, parse_enum, parse_optional_enum};
 use super::gate::{authorize, open_stream, principal_label};
 use super::pb::{self, ticket_service_server::TicketService};
-use super::DeskCell;
 use super::status_of_end;
+use super::DeskCell;
 use crate::auth::{Caller, StreamPermit};
 use crate::desk::{Desk, NewTicket, TicketQuery};
 use crate::domain::{
