@@ -17,8 +17,8 @@ use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::auth::AuthLimits;
-use crate::desk::{Desk, DeskOptions};
+use crate::auth::{AuthLimits, TokenRegistry};
+use crate::desk::{Desk, DeskOptions, DeskParts};
 use crate::domain::SlaPolicies;
 use crate::hub::Hub;
 use crate::listener::capped_incoming;
@@ -35,7 +35,7 @@ use crate::rpc::pb::ticket_service_server::TicketServiceServer;
 use crate::rpc::pb::FILE_DESCRIPTOR_SET;
 use crate::rpc::stats::StatsApi;
 use crate::rpc::tickets::TicketApi;
-use crate::rpc::DeskCell;
+use crate::rpc::{DeskCell, Served};
 use crate::store::sled::{SledConfig, SledStore};
 use crate::store::Storage;
 
@@ -163,7 +163,7 @@ fn check_writable(dir: &std::path::Path) -> Result<(), ServerError> {
 pub const KNOWLEDGE_INDEX_DIR: &str = "knowledge-index";
 
 /// Opens the store and desk for `config` (recovery happens here).
-pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Storage), ServerError> {
+pub async fn open_desk(config: &ServerConfig) -> Result<Served, ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -179,22 +179,31 @@ pub async fn open_desk(config: &ServerConfig) -> Result<(Desk, Storage), ServerE
         .await??;
     let store = Arc::new(store);
     let storage = Storage::new(store.clone(), store.state().clone());
-    let desk = {
-        let (storage, limits) = (storage.clone(), config.limits.clone());
-        let options = DeskOptions {
-            sla: config.sla.clone(),
-            owner_grace: config.owner_grace,
-            knowledge_index: Some(config.data_dir.join(KNOWLEDGE_INDEX_DIR)),
-            ..DeskOptions::default()
-        };
-        tokio::task::spawn_blocking(move || Desk::open(storage, hub, limits, options)).await??
+    let options = DeskOptions {
+        sla: config.sla.clone(),
+        owner_grace: config.owner_grace,
+        knowledge_index: Some(config.data_dir.join(KNOWLEDGE_INDEX_DIR)),
+        ..DeskOptions::default()
     };
+    let limits = config.limits.clone();
+    let served = tokio::task::spawn_blocking(move || -> Result<Served, ServerError> {
+        let parts = DeskParts::open(&storage, limits, &options)?;
+        let snapshot = storage.snapshot.clone();
+        let desk = Desk::open(storage, hub, parts.clone(), options)?;
+        Ok(Served {
+            desk,
+            tokens: parts.tokens,
+            knowledge: parts.knowledge,
+            snapshot,
+        })
+    })
+    .await??;
     if config.auth == AuthMode::On {
-        if let Some(path) = desk.tokens().ensure_admin(&config.data_dir).await? {
+        if let Some(path) = served.tokens.ensure_admin(&config.data_dir).await? {
             tracing::info!(path = %path.display(), "created the first admin token; it is in this file (mode 0600)");
         }
     }
-    Ok((desk, storage))
+    Ok(served)
 }
 
 /// Sets the overall and per-service health.
@@ -355,8 +364,8 @@ pub async fn run(
             tracing::info!("shutting down: draining");
             set_health(&health, ServingStatus::NotServing).await;
             // Open streams hold the connection drain open: end them now.
-            if let Some(desk) = cell.get() {
-                desk.begin_shutdown();
+            if let Some(served) = cell.get() {
+                served.desk.begin_shutdown();
             }
         }
     };
@@ -385,7 +394,7 @@ pub async fn run(
             ),
     );
 
-    let (desk, storage) = match open_desk(&config).await {
+    let served = match open_desk(&config).await {
         Ok(opened) => opened,
         Err(e) => {
             stop.cancel();
@@ -393,15 +402,16 @@ pub async fn run(
             return Err(e);
         }
     };
-    let desk_handle = desk.clone();
-    let _ = cell.set(desk);
+    let desk_handle = served.desk.clone();
+    let tokens = served.tokens.clone();
+    let _ = cell.set(served);
     if stop.is_cancelled() {
         // The signal came during recovery: the drain has already run.
         desk_handle.begin_shutdown();
     } else {
         set_health(&health, ServingStatus::Serving).await;
         tracing::info!(?addr, data_dir = %config.data_dir.display(), tls = config.tls.is_some(), auth = ?config.auth, "serving");
-        tokio::spawn(save_token_use(desk_handle.clone(), stop.clone()));
+        tokio::spawn(save_token_use(tokens, stop.clone()));
         desk_handle.start_background(stop.clone());
     }
 
@@ -420,24 +430,13 @@ pub async fn run(
             Ok(())
         }
     };
-    if let Err(e) = desk_handle.tokens().save_last_used() {
-        tracing::warn!(error = %e, "cannot store tokens' last use");
-    }
-    desk_handle.save_stats();
-    let closing = desk_handle.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || closing.knowledge().close()).await {
-        tracing::warn!(error = %e, "closing the knowledge base failed");
-    }
-    drop(desk_handle);
-    let closed = tokio::task::spawn_blocking(move || storage.log.close()).await?;
-    closed?;
-    tracing::info!("store closed");
+    desk_handle.close().await?;
     result
 }
 
 /// Stores tokens' last-use times once a minute (they change on every call,
 /// far too often to write each time).
-async fn save_token_use(desk: Desk, stop: CancellationToken) {
+async fn save_token_use(tokens: Arc<TokenRegistry>, stop: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -445,7 +444,7 @@ async fn save_token_use(desk: Desk, stop: CancellationToken) {
             _ = every.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(e) = desk.tokens().save_last_used() {
+        if let Err(e) = tokens.save_last_used() {
             tracing::warn!(error = %e, "cannot store tokens' last use");
         }
     }

@@ -2,14 +2,18 @@
 //! after the move with the event that records it, or the reason it may not
 //! happen. Pure: the desk stores what these return.
 
+use std::sync::Arc;
+
 use super::error::DeskError;
 use super::event::EventKind;
+use super::knowledge::ArticleId;
 use super::model::{
-    check_short_text, Expert, ExpertId, NamedSwarm, Rating, SkillRequirement, Tag, Ticket,
-    TicketState, TicketStatus, UnixMicros, VendorRef, Visibility, MAX_SCORE, MIN_SCORE,
+    check_short_text, Expert, ExpertId, NamedSwarm, Priority, Rating, SkillRequirement, Tag,
+    Ticket, TicketHeader, TicketState, TicketStatus, UnixMicros, VendorRef, Visibility, MAX_SCORE,
+    MIN_SCORE,
 };
 use super::routing::check_can_take;
-use super::sla::{ClockState, SlaTarget};
+use super::sla::{ClockState, SlaClocks, SlaTarget};
 
 /// An owner who releases a ticket this soon after getting it has declined
 /// it: routing will not offer it to them again.
@@ -68,6 +72,45 @@ fn take_ownership(state: &mut TicketState, owner: &ExpertId, now: UnixMicros) {
     state.owner = Some(owner.clone());
     state.owned_since = Some(now);
     state.members.retain(|m| m != owner);
+}
+
+/// A new ticket: the blank it starts from (version 0: nothing stored yet)
+/// and its first moves. It is created with `owner` if routing found one,
+/// reaches the sev1 swarm at once if it is a P1, and records the articles
+/// suggested for it.
+pub fn create(
+    header: Arc<TicketHeader>,
+    owner: Option<&ExpertId>,
+    clocks: SlaClocks,
+    suggested: Vec<ArticleId>,
+    now: UnixMicros,
+) -> (Ticket, Vec<Move>) {
+    let blank = Ticket {
+        state: TicketState::blank(now, clocks),
+        header,
+    };
+    let mut first = blank.state.clone();
+    first.version = 1;
+    if let Some(owner) = owner {
+        take_ownership(&mut first, owner, now);
+    }
+    if blank.header.priority == Priority::P1 {
+        first.escalated.push(NamedSwarm::Sev1.tag());
+    }
+    let suggestions = (!suggested.is_empty()).then(|| {
+        annotate(
+            &first,
+            EventKind::ArticlesSuggested {
+                articles: suggested,
+            },
+        )
+    });
+    let created = Move {
+        state: first,
+        kind: EventKind::Created,
+    };
+    let moves = std::iter::once(created).chain(suggestions).collect();
+    (blank, moves)
 }
 
 /// Routing hands an unowned ticket to `to` (eligibility was checked by routing).
@@ -512,6 +555,56 @@ mod tests {
 
     fn tag(s: &str) -> Tag {
         Tag::parse("t", s).unwrap()
+    }
+
+    #[test]
+    fn a_new_ticket_starts_owned_if_routed_and_a_p1_reaches_sev1_at_once() {
+        let base = ticket(TicketStatus::Open, None);
+        let header = |priority| {
+            Arc::new(TicketHeader {
+                priority,
+                ..(*base.header).clone()
+            })
+        };
+        let ann = id("ann");
+        let (blank, moves) = create(
+            header(Priority::P1),
+            Some(&ann),
+            SlaClocks::untracked(),
+            vec![ArticleId(3)],
+            50,
+        );
+        assert_eq!(blank.state.version, 0);
+        assert_eq!(moves.len(), 2);
+        let first = &moves[0].state;
+        assert_eq!(moves[0].kind, EventKind::Created);
+        assert_eq!(first.version, 1);
+        assert_eq!(first.status, TicketStatus::Assigned);
+        assert_eq!(first.owner.as_ref(), Some(&ann));
+        assert_eq!(first.owned_since, Some(50));
+        assert_eq!(first.escalated, vec![NamedSwarm::Sev1.tag()]);
+        assert_eq!(
+            moves[1].kind,
+            EventKind::ArticlesSuggested {
+                articles: vec![ArticleId(3)]
+            }
+        );
+        assert_eq!(moves[1].state.version, 2);
+
+        let (_, moves) = create(
+            header(Priority::P2),
+            None,
+            SlaClocks::untracked(),
+            vec![],
+            50,
+        );
+        assert_eq!(moves.len(), 1, "no suggestions, no event for them");
+        assert_eq!(moves[0].state.status, TicketStatus::Open);
+        assert_eq!(moves[0].state.owner, None);
+        assert!(
+            moves[0].state.escalated.is_empty(),
+            "only a P1 reaches sev1"
+        );
     }
 
     fn ticket(status: TicketStatus, owner: Option<&str>) -> Ticket {

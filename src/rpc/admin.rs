@@ -11,7 +11,7 @@ use super::convert::{self, parse_enum};
 use super::gate::{authorize, principal_label};
 use super::pb::{self, admin_service_server::AdminService};
 use super::tickets::EventStream;
-use super::{ready_desk, DeskCell};
+use super::{ready, DeskCell};
 use crate::backup::BackupWriter;
 use crate::domain::{Grant, Operation, Role, TokenId};
 
@@ -39,7 +39,7 @@ impl AdminService for AdminApi {
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         authorize(&request, Operation::Backup)?;
-        let store = ready_desk(&self.desk)?.storage().snapshot.clone();
+        let store = ready(&self.desk)?.snapshot.clone();
         // Snapshot to a private temporary file first: the store is paused
         // only as long as the local copy takes, not as long as the client
         // takes to read it.
@@ -92,14 +92,14 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         authorize(&request, Operation::ManageTokens)?;
         let r = request.into_inner();
-        let desk = ready_desk(&self.desk)?;
+        let served = ready(&self.desk)?;
         let role = parse_enum("role", r.role, Role::from_number, None)?;
         let grant = Grant::new(role, &r.expert_id, &r.bot_name)?;
         if let Grant::Expert(expert) = &grant {
             // A token for a mistyped expert would fail every call it makes.
-            desk.get_expert(expert)?;
+            served.desk.get_expert(expert)?;
         }
-        let (record, secret) = desk.tokens().create(&r.label, grant).await?;
+        let (record, secret) = served.tokens.create(&r.label, grant).await?;
         Ok(Response::new(pb::CreateTokenResponse {
             token: Some(convert::token(&record)),
             secret,
@@ -113,8 +113,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         authorize(&request, Operation::ManageTokens)?;
         let include_revoked = request.get_ref().include_revoked;
-        let tokens = ready_desk(&self.desk)?
-            .tokens()
+        let tokens = ready(&self.desk)?
+            .tokens
             .list()
             .iter()
             .filter(|t| include_revoked || t.revoked_at.is_none())
@@ -130,7 +130,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::Token>, Status> {
         authorize(&request, Operation::ManageTokens)?;
         let id = TokenId::parse("id", &request.get_ref().id)?;
-        let record = ready_desk(&self.desk)?.tokens().revoke(&id).await?;
+        let record = ready(&self.desk)?.tokens.revoke(&id).await?;
         Ok(Response::new(convert::token(&record)))
     }
 }

@@ -94,7 +94,7 @@ impl ExpertService for ExpertApi {
         caller.principal.act_as(&id)?;
         let channels = convert::tags("channels", &r.channels)?;
         let desk = self.desk()?;
-        let permit = open_stream(desk, &caller)?;
+        let permit = open_stream(&self.desk, &caller)?;
         let stream = desk
             .subscribe(&id, channels, r.after_position, caller.stream_stop())
             .await?;

@@ -9,7 +9,7 @@ use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use super::{ready_desk, DeskCell};
+use super::{ready, DeskCell};
 use crate::auth::{Caller, StreamPermit};
 use crate::domain::{DeskError, Operation};
 
@@ -60,17 +60,15 @@ fn bearer(metadata: &MetadataMap) -> Result<&str, DeskError> {
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let desk = ready_desk(&self.desk)?;
+        let tokens = &ready(&self.desk)?.tokens;
         let caller = match self.mode {
-            AuthMode::On => {
-                bearer(request.metadata()).and_then(|token| desk.tokens().authenticate(token))
-            }
+            AuthMode::On => bearer(request.metadata()).and_then(|token| tokens.authenticate(token)),
             AuthMode::Off => {
                 let caller = self
                     .anonymous
-                    .get_or_init(|| desk.tokens().anonymous_admin())
+                    .get_or_init(|| tokens.anonymous_admin())
                     .clone();
-                desk.tokens().admit(&caller).map(|()| caller)
+                tokens.admit(&caller).map(|()| caller)
             }
         }?;
         request.extensions_mut().insert(caller);
@@ -107,6 +105,6 @@ pub fn principal_label<T>(request: &Request<T>) -> &str {
 }
 
 /// Counts a new stream against its caller's and the server's caps.
-pub fn open_stream(desk: &crate::desk::Desk, caller: &Arc<Caller>) -> Result<StreamPermit, Status> {
-    desk.tokens().open_stream(caller).map_err(Status::from)
+pub fn open_stream(cell: &DeskCell, caller: &Arc<Caller>) -> Result<StreamPermit, Status> {
+    Ok(ready(cell)?.tokens.open_stream(caller)?)
 }

@@ -36,12 +36,26 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/swarmdesk_descriptor.bin"));
 }
 
-/// The desk, set once the store is open and recovery is done; the services
-/// are served (and answer UNAVAILABLE) before that, so health can say
-/// NOT_SERVING during recovery.
-pub type DeskCell = std::sync::Arc<std::sync::OnceLock<crate::desk::Desk>>;
+/// What the services call: the desk and the parts it was built from.
+#[derive(Debug)]
+pub struct Served {
+    pub desk: crate::desk::Desk,
+    pub tokens: std::sync::Arc<crate::auth::TokenRegistry>,
+    pub knowledge: std::sync::Arc<crate::knowledge::KnowledgeBase>,
+    /// What a backup copies.
+    pub snapshot: std::sync::Arc<dyn crate::store::Snapshot>,
+}
+
+/// What is served, set once the store is open and recovery is done; the
+/// services are served (and answer UNAVAILABLE) before that, so health can
+/// say NOT_SERVING during recovery.
+pub type DeskCell = std::sync::Arc<std::sync::OnceLock<Served>>;
 
 fn ready_desk(cell: &DeskCell) -> Result<&crate::desk::Desk, Status> {
+    Ok(&ready(cell)?.desk)
+}
+
+fn ready(cell: &DeskCell) -> Result<&Served, Status> {
     cell.get().ok_or_else(|| {
         Status::with_error_details(
             Code::Unavailable,

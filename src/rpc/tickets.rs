@@ -345,7 +345,7 @@ impl TicketService for TicketApi {
         let id = convert::ticket_id("ticket_id", &r.ticket_id)?;
         let desk = self.desk()?;
         bot_visible(desk, &caller, id)?;
-        let permit = open_stream(desk, &caller)?;
+        let permit = open_stream(&self.desk, &caller)?;
         let subscription = desk.watch_ticket(id, r.after_seq, caller.stream_stop())?;
         Ok(Response::new(into_stream(subscription, permit, |d| {
             convert::event(&d.event)

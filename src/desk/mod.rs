@@ -1,0 +1,297 @@
+//! The desk: every operation of the API, carried out against the store and
+//! the hub with the domain's rules.
+//!
+//! Concurrency: one `std::sync::Mutex` over the routing state (experts,
+//! who is online, tickets waiting for an owner) serialises decisions that
+//! read and change it, so a ticket can never get two owners nor an expert
+//! more tickets than their capacity. It is held only while deciding and
+//! applying a commit (microseconds), never across an await: durability is
+//! awaited after it is released, so one flush covers many writers. Every
+//! ownership change is also a compare-and-swap on the stored version, which
+//! is what will keep the single-owner rule across nodes.
+
+mod deadlines;
+mod experts;
+mod knowledge;
+mod routing;
+mod tickets;
+
+use self::deadlines::{follow_clocks, micros, Deadline};
+pub use self::experts::{ExpertProfile, ExpertStream, ExpertView};
+use self::routing::RoutingState;
+pub use self::tickets::{NewTicket, TicketPage, TicketQuery};
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AuthLimits, TokenRegistry};
+use crate::domain::routing::PendingTicket;
+use crate::domain::{
+    BotName, DeskError, Expert, SlaPolicies, Ticket, TicketId, TicketStatus, UnixMicros,
+};
+use crate::hub::Hub;
+use crate::knowledge::KnowledgeBase;
+use crate::stats::StatsKeeper;
+use crate::store::{Change, Lsn, Storage, StoreError};
+use crate::timers::{Clock, SystemClock, Timers};
+
+/// Most tickets one ListTickets call examines, so a rare filter over a big
+/// store answers with a short page and a token instead of scanning it all.
+const LIST_SCAN_LIMIT: usize = 10_000;
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 500;
+
+impl From<StoreError> for DeskError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => DeskError::Conflict(what),
+            StoreError::Fenced(what) => DeskError::NotWriter(what),
+            StoreError::Timeout(what) => DeskError::OutcomeUnknown(what),
+            StoreError::Unavailable(what) => DeskError::StorageUnavailable(what),
+            StoreError::Closed => DeskError::ShuttingDown,
+            other @ (StoreError::Corrupt(_) | StoreError::Backend(_)) => {
+                DeskError::Storage(other.to_string())
+            }
+        }
+    }
+}
+
+/// The idempotency key of a request id. Each bot has its own namespace, so
+/// one bot can neither replay nor probe another's request ids (bot names
+/// have no ':', so the two forms never collide).
+fn request_key(operation: &str, bot: Option<&BotName>, request_id: &str) -> String {
+    match bot {
+        Some(bot) => format!("{operation}@{bot}:{request_id}"),
+        None => format!("{operation}:{request_id}"),
+    }
+}
+
+/// What the desk runs by besides its store.
+#[derive(Clone, Debug)]
+pub struct DeskOptions {
+    /// Service levels per priority.
+    pub sla: SlaPolicies,
+    /// How long the owner of an active P1 or P2 ticket may be offline
+    /// before the ticket goes back to routing.
+    pub owner_grace: Duration,
+    pub clock: Arc<dyn Clock>,
+    /// Where the knowledge base's search index lives; `None`: in memory
+    /// (rebuilt from the store at every start).
+    pub knowledge_index: Option<PathBuf>,
+}
+
+impl Default for DeskOptions {
+    fn default() -> Self {
+        DeskOptions {
+            sla: SlaPolicies::default(),
+            owner_grace: Duration::from_secs(600),
+            clock: Arc::new(SystemClock),
+            knowledge_index: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    storage: Storage,
+    hub: Hub,
+    routing: Mutex<RoutingState>,
+    shutdown: CancellationToken,
+    tokens: Arc<TokenRegistry>,
+    options: DeskOptions,
+    timers: Arc<Timers<Deadline>>,
+    /// Experts not seen online since the desk opened count as offline from here.
+    opened_at: UnixMicros,
+    stats: Arc<StatsKeeper>,
+    knowledge: Arc<KnowledgeBase>,
+}
+
+/// What a desk is built from besides its storage and hub; the server hands
+/// the same parts to the services that use them directly.
+#[derive(Clone, Debug)]
+pub struct DeskParts {
+    pub tokens: Arc<TokenRegistry>,
+    pub knowledge: Arc<KnowledgeBase>,
+    /// Cancelled when shutdown begins: ends every stream, refuses new work.
+    pub shutdown: CancellationToken,
+}
+
+impl DeskParts {
+    /// The parts over `storage`: tokens loaded, the search index opened
+    /// (rebuilt when missing or stale). Blocking.
+    pub fn open(
+        storage: &Storage,
+        limits: AuthLimits,
+        options: &DeskOptions,
+    ) -> Result<Self, DeskError> {
+        let shutdown = CancellationToken::new();
+        let tokens = Arc::new(TokenRegistry::open(storage, limits, shutdown.clone())?);
+        let knowledge = Arc::new(KnowledgeBase::open(
+            storage,
+            options.knowledge_index.as_deref(),
+            options.clock.clone(),
+        )?);
+        Ok(DeskParts {
+            tokens,
+            knowledge,
+            shutdown,
+        })
+    }
+}
+
+/// The swarmdesk service. Cheap to clone; every clone is the same desk.
+#[derive(Clone, Debug)]
+pub struct Desk {
+    inner: Arc<Inner>,
+}
+
+impl Desk {
+    /// Loads the routing state (every expert, the tickets waiting for an
+    /// owner: not every ticket ever) from an open store.
+    /// Every deadline of the live tickets is set again: one that passed
+    /// while the server was down fires once the timers run.
+    pub fn open(
+        storage: Storage,
+        hub: Hub,
+        parts: DeskParts,
+        options: DeskOptions,
+    ) -> Result<Self, DeskError> {
+        let DeskParts {
+            tokens,
+            knowledge,
+            shutdown,
+        } = parts;
+        let timers = Arc::new(Timers::default());
+        let opened_at = options.clock.now_micros();
+        let mut state = RoutingState::default();
+        for expert in storage.experts.experts()? {
+            state.assignment_seq = state.assignment_seq.max(expert.last_assigned_seq);
+            state.put_expert(expert);
+        }
+        let mut live = 0usize;
+        for ticket in storage.tickets.live_tickets()? {
+            live += 1;
+            if ticket.state.status == TicketStatus::Open {
+                state.pending.insert(
+                    ticket.id(),
+                    ticket.header.priority,
+                    PendingTicket {
+                        skills: ticket.header.skills.clone(),
+                        declined: ticket.state.declined.clone(),
+                    },
+                );
+            }
+            follow_clocks(&timers, &ticket);
+            state.follow_owner(None, &ticket);
+        }
+        let grace = micros(options.owner_grace);
+        for owner in state.urgent.keys() {
+            timers.set(Deadline::OwnerAway(owner.clone()), opened_at + grace);
+        }
+        crate::metrics::metrics()
+            .tickets_waiting
+            .set(state.pending.len() as i64);
+        tracing::info!(
+            experts = state.experts.len(),
+            live_tickets = live,
+            waiting_tickets = state.pending.len(),
+            deadlines = timers.len(),
+            last_position = storage.tickets.last_position(),
+            "desk loaded"
+        );
+        hub.start_at(storage.tickets.last_position());
+        let stats = StatsKeeper::open(storage.tickets.clone(), storage.blobs.clone())?;
+        Ok(Desk {
+            inner: Arc::new(Inner {
+                storage,
+                hub,
+                routing: Mutex::new(state),
+                shutdown,
+                tokens,
+                options,
+                timers,
+                opened_at,
+                stats,
+                knowledge,
+            }),
+        })
+    }
+
+    /// The desk's clock (event times, service levels).
+    pub fn now(&self) -> UnixMicros {
+        self.inner.options.clock.now_micros()
+    }
+
+    /// Ends every open stream (with its last position) and refuses new work.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Closes what the desk runs on, in order, once the server has stopped
+    /// serving: tokens' last use and the stats snapshot are stored, the
+    /// search index is closed (merges finished), then the log is made
+    /// durable and closed. Every step runs even if one before it failed;
+    /// the first failure is returned.
+    pub async fn close(&self) -> Result<(), DeskError> {
+        self.begin_shutdown();
+        if let Err(e) = self.inner.tokens.save_last_used() {
+            tracing::warn!(error = %e, "cannot store tokens' last use");
+        }
+        self.inner.stats.save();
+        let knowledge = self.inner.knowledge.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || knowledge.close()).await {
+            tracing::warn!(error = %e, "closing the knowledge base failed");
+        }
+        let log = self.inner.storage.log.clone();
+        tokio::task::spawn_blocking(move || log.close())
+            .await
+            .map_err(|e| DeskError::Storage(format!("closing the store: {e}")))??;
+        tracing::info!("store closed");
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoutingState> {
+        // Every change under this lock is applied to the store before the
+        // cached state; a panic can at worst leave the cache one write
+        // behind the store, never ahead of it.
+        self.inner
+            .routing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check_running(&self) -> Result<(), DeskError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(DeskError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Stores an expert alone (compare-and-swap on its version).
+    fn append_expert(&self, expert: &Expert) -> Result<Lsn, DeskError> {
+        Ok(self
+            .inner
+            .storage
+            .log
+            .append(Change::Expert(expert.clone()))?
+            .lsn)
+    }
+
+    async fn durable(&self, lsn: Lsn) -> Result<(), DeskError> {
+        if lsn > 0 {
+            self.inner.storage.log.wait_durable(lsn).await?;
+        }
+        Ok(())
+    }
+
+    fn load_ticket(&self, id: TicketId) -> Result<Ticket, DeskError> {
+        self.inner
+            .storage
+            .tickets
+            .ticket(id)?
+            .ok_or(DeskError::TicketNotFound(id))
+    }
+}
