@@ -31,7 +31,11 @@
 //! keeps its log elsewhere and applies it to a local sled state. Every
 //! backend passes the one contract suite (`contract.rs`).
 
+pub mod memory;
 pub mod sled;
+
+#[cfg(test)]
+mod contract;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -182,6 +186,12 @@ pub trait Log: Send + Sync + fmt::Debug + 'static {
 
     /// The lsn of the latest append; waiting for it covers everything seen so far.
     fn written_lsn(&self) -> Lsn;
+
+    /// Applies what other writers appended since this one last did, so
+    /// that its next append is computed from the log's end (after
+    /// [`StoreError::Fenced`] or [`StoreError::Timeout`]). A single-node
+    /// log has no other writer: nothing to do.
+    fn catch_up(&self) -> Result<(), StoreError>;
 
     /// Makes everything durable and stops the background work.
     fn close(&self) -> Result<(), StoreError>;

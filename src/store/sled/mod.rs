@@ -110,44 +110,10 @@ impl std::fmt::Debug for SledStore {
 impl SledStore {
     /// Opens (or creates) the store; fails if another process holds it.
     pub fn open(config: &SledConfig, sink: Arc<dyn EventSink>) -> Result<Self, StoreError> {
-        let db = recovery::open_db(config)?;
-        let found = match db.get(SCHEMA_KEY).map_err(backend)? {
-            None => None,
-            Some(v) => Some(
-                v.as_ref()
-                    .try_into()
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt("schema version".into()))?,
-            ),
-        };
-        if let Some(found) = found.filter(|&f| f > SCHEMA_VERSION) {
-            return Err(StoreError::Backend(format!(
-                "data dir {} was written by a newer swarmdesk (schema {found}, this build reads up to {SCHEMA_VERSION})",
-                config.path.display()
-            )));
-        }
-        if found.is_some_and(|f| f < 2) {
-            migrate::migrate_v1_headers(&db)?;
-        }
-        if found.is_some_and(|f| f < 4) {
-            migrate::migrate_v3_states(&db)?;
-        }
+        let db = prepare(config)?;
         let log_file = File::open(config.path.join("db")).map_err(|e| {
             StoreError::Backend(format!("cannot open sled's log file for syncing: {e}"))
         })?;
-        recovery::repair(&db)?;
-        // After repair: the count must include the last commit, whole.
-        if found.is_some_and(|f| f < 3) {
-            counts::migrate_status_counts(&db, last_number(&db, b'e')?)?;
-        }
-        if found != Some(SCHEMA_VERSION) {
-            db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                .map_err(backend)?;
-            db.flush().map_err(backend)?;
-            if let Some(found) = found {
-                tracing::info!(from = found, to = SCHEMA_VERSION, "store schema upgraded");
-            }
-        }
         let last_ticket = last_number(&db, b'h')?;
         let last_article = last_number(&db, b'a')?;
         let (durable, _) = watch::channel(Durable::default());
@@ -209,6 +175,47 @@ impl SledStore {
         self.committer.written(lsn, events);
         lsn
     }
+}
+
+/// Opens sled at `config` and brings it to this build's schema: older
+/// schemas migrated, a commit cut short by a crash repaired.
+fn prepare(config: &SledConfig) -> Result<sled::Db, StoreError> {
+    let db = recovery::open_db(config)?;
+    let found = match db.get(SCHEMA_KEY).map_err(backend)? {
+        None => None,
+        Some(v) => Some(
+            v.as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt("schema version".into()))?,
+        ),
+    };
+    if let Some(found) = found.filter(|&f| f > SCHEMA_VERSION) {
+        return Err(StoreError::Backend(format!(
+            "data dir {} was written by a newer swarmdesk (schema {found}, this build reads up to {SCHEMA_VERSION})",
+            config.path.display()
+        )));
+    }
+    if found.is_some_and(|f| f < 2) {
+        migrate::migrate_v1_headers(&db)?;
+    }
+    if found.is_some_and(|f| f < 4) {
+        migrate::migrate_v3_states(&db)?;
+    }
+    recovery::repair(&db)?;
+    // After repair: the count must include the last commit, whole.
+    if found.is_some_and(|f| f < 3) {
+        counts::migrate_status_counts(&db, last_number(&db, b'e')?)?;
+    }
+    if found != Some(SCHEMA_VERSION) {
+        db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+            .map_err(backend)?;
+        db.flush().map_err(backend)?;
+        if let Some(found) = found {
+            tracing::info!(from = found, to = SCHEMA_VERSION, "store schema upgraded");
+        }
+    }
+    Ok(db)
 }
 
 impl Log for SledStore {
@@ -276,6 +283,11 @@ impl Log for SledStore {
         self.written.load(Ordering::Acquire)
     }
 
+    fn catch_up(&self) -> Result<(), StoreError> {
+        // One process holds the data dir: nobody else appends.
+        Ok(())
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         self.committer.begin_close();
         if let Some(handle) = lock(&self.thread).take() {
@@ -325,6 +337,15 @@ impl Snapshot for SledStore {
             count += 1;
         }
         Ok(count)
+    }
+}
+
+impl SledState {
+    /// A state alone at `config`, for a log kept elsewhere to apply to
+    /// (a replica). It flushes only when told to (`save_counts`, or when
+    /// dropped): what its log holds can always be applied again.
+    pub fn open(config: &SledConfig) -> Result<Self, StoreError> {
+        SledState::new(prepare(config)?)
     }
 }
 

@@ -448,3 +448,35 @@ async fn concurrent_writers_are_all_made_durable_in_order() {
     let published = sink.0.lock().unwrap().clone();
     assert_eq!(published, (1..=640).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn a_replica_that_applies_the_log_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SledStore::open(&SledConfig::new(dir.path()), Arc::new(Collect::default())).unwrap(),
+    );
+    let storage = crate::store::Storage::new(store.clone(), store.state().clone());
+    let entries = crate::store::contract::workload(&storage).await;
+    let replica_dir = tempfile::tempdir().unwrap();
+    let replica = SledState::open(&SledConfig::new(replica_dir.path())).unwrap();
+    for entry in entries {
+        replica.apply(entry).unwrap();
+    }
+    store.close().unwrap();
+    replica.save_counts().unwrap();
+    let pairs = |tree: &sled::Db| -> Vec<(Vec<u8>, Vec<u8>)> {
+        tree.iter()
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    };
+    let written = pairs(&store.state.tree);
+    assert!(
+        written.len() > 20,
+        "the workload wrote {} keys",
+        written.len()
+    );
+    assert_eq!(pairs(&replica.tree), written);
+}
