@@ -68,7 +68,7 @@ impl Desk {
                     version: 1,
                 },
             };
-            let mut lsn = self.append_expert(&expert)?;
+            let mut lsn = self.append_expert(&mut state, &expert)?;
             self.inner.hub.update_skills(&expert.id, &expert.skills);
             state.put_expert(expert.clone());
             // New skills or room may open waiting tickets to them.
@@ -129,7 +129,7 @@ impl Desk {
             if expert.presence != presence {
                 expert.presence = presence;
                 expert.version += 1;
-                lsn = self.append_expert(&expert)?;
+                lsn = self.append_expert(&mut state, &expert)?;
                 state.put_expert(expert);
             }
             if presence == Presence::Available {
@@ -183,7 +183,7 @@ impl Desk {
                 if expert.channels.as_ref() != Some(&wanted) {
                     expert.channels = Some(wanted);
                     expert.version += 1;
-                    lsn = self.append_expert(&expert)?;
+                    lsn = self.append_expert(&mut state, &expert)?;
                     state.put_expert(expert.clone());
                 }
             }

@@ -14,9 +14,11 @@ mod deadlines;
 mod experts;
 mod knowledge;
 mod routing;
+#[cfg(test)]
+mod tests;
 mod tickets;
 
-use self::deadlines::{follow_clocks, micros, Deadline};
+use self::deadlines::{micros, Deadline};
 pub use self::experts::{ExpertProfile, ExpertStream, ExpertView};
 use self::routing::RoutingState;
 pub use self::tickets::{NewTicket, TicketPage, TicketQuery};
@@ -28,14 +30,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthLimits, TokenRegistry};
-use crate::domain::routing::PendingTicket;
-use crate::domain::{
-    BotName, DeskError, Expert, SlaPolicies, Ticket, TicketId, TicketStatus, UnixMicros,
-};
+use crate::domain::{BotName, DeskError, Expert, SlaPolicies, Ticket, TicketId, UnixMicros};
 use crate::hub::Hub;
 use crate::knowledge::KnowledgeBase;
 use crate::stats::StatsKeeper;
-use crate::store::{Change, Lsn, Storage, StoreError};
+use crate::store::{Appended, Change, Lsn, Storage, StoreError};
 use crate::timers::{Clock, SystemClock, Timers};
 
 /// Most tickets one ListTickets call examines, so a rare filter over a big
@@ -166,27 +165,7 @@ impl Desk {
         } = parts;
         let timers = Arc::new(Timers::default());
         let opened_at = options.clock.now_micros();
-        let mut state = RoutingState::default();
-        for expert in storage.experts.experts()? {
-            state.assignment_seq = state.assignment_seq.max(expert.last_assigned_seq);
-            state.put_expert(expert);
-        }
-        let mut live = 0usize;
-        for ticket in storage.tickets.live_tickets()? {
-            live += 1;
-            if ticket.state.status == TicketStatus::Open {
-                state.pending.insert(
-                    ticket.id(),
-                    ticket.header.priority,
-                    PendingTicket {
-                        skills: ticket.header.skills.clone(),
-                        declined: ticket.state.declined.clone(),
-                    },
-                );
-            }
-            follow_clocks(&timers, &ticket);
-            state.follow_owner(None, &ticket);
-        }
+        let (state, live) = RoutingState::load(&storage, &timers)?;
         let grace = micros(options.owner_grace);
         for owner in state.urgent.keys() {
             timers.set(Deadline::OwnerAway(owner.clone()), opened_at + grace);
@@ -270,21 +249,62 @@ impl Desk {
         Ok(())
     }
 
-    /// Stores an expert alone (compare-and-swap on its version).
-    fn append_expert(&self, expert: &Expert) -> Result<Lsn, DeskError> {
-        Ok(self
-            .inner
+    /// Appends `change` under the routing lock; a lost fence or an
+    /// unknown outcome resyncs before the error is returned.
+    fn append(&self, state: &mut RoutingState, change: Change) -> Result<Appended, DeskError> {
+        self.inner
             .storage
             .log
-            .append(Change::Expert(expert.clone()))?
-            .lsn)
+            .append(change)
+            .map_err(|e| self.resync_after(state, e.into()))
+    }
+
+    /// Stores an expert alone (compare-and-swap on its version).
+    fn append_expert(&self, state: &mut RoutingState, expert: &Expert) -> Result<Lsn, DeskError> {
+        Ok(self.append(state, Change::Expert(expert.clone()))?.lsn)
     }
 
     async fn durable(&self, lsn: Lsn) -> Result<(), DeskError> {
         if lsn > 0 {
-            self.inner.storage.log.wait_durable(lsn).await?;
+            if let Err(e) = self.inner.storage.log.wait_durable(lsn).await {
+                let mut state = self.lock();
+                return Err(self.resync_after(&mut state, e.into()));
+            }
         }
         Ok(())
+    }
+
+    /// After a lost fence or an append whose outcome is unknown, what the
+    /// desk computed may not be in the log: it drops it, catches up from
+    /// the log and reloads the routing state from what it applied. Who is
+    /// online is this node's own knowledge and is kept. Other errors left
+    /// nothing behind and change nothing here. Returns `error`.
+    fn resync_after(&self, state: &mut RoutingState, error: DeskError) -> DeskError {
+        if !matches!(
+            error,
+            DeskError::NotWriter(_) | DeskError::OutcomeUnknown(_)
+        ) {
+            return error;
+        }
+        tracing::warn!(%error, "routing state dropped; catching up from the log");
+        let reloaded = self
+            .inner
+            .storage
+            .log
+            .catch_up()
+            .map_err(DeskError::from)
+            .and_then(|()| RoutingState::load(&self.inner.storage, &self.inner.timers));
+        match reloaded {
+            Ok((mut fresh, _)) => {
+                fresh.online = std::mem::take(&mut state.online);
+                fresh.offline_since = std::mem::take(&mut state.offline_since);
+                *state = fresh;
+            }
+            // The next lost fence tries again; until then decisions rest on
+            // a cache the log's compare-and-swap still checks.
+            Err(e) => tracing::error!(error = %e, "cannot catch up from the log"),
+        }
+        error
     }
 
     fn load_ticket(&self, id: TicketId) -> Result<Ticket, DeskError> {

@@ -1,9 +1,11 @@
 //! Routing state and decisions: who may own what, the one commit path
 //! every ticket change takes, and routing waiting tickets to whoever
 //! becomes eligible.
-use super::deadlines::{follow_clocks, is_urgent};
+use super::deadlines::{follow_clocks, is_urgent, Deadline};
 use super::Desk;
 use crate::domain::routing::{self, PendingQueue, PendingTicket};
+use crate::store::Storage;
+use crate::timers::Timers;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -36,6 +38,38 @@ pub(super) struct RoutingState {
 }
 
 impl RoutingState {
+    /// The routing state as `storage` holds it: every expert and the live
+    /// tickets (those waiting for an owner, and the owners of urgent
+    /// ones), not every ticket ever; every live ticket's service-level
+    /// deadline is set in `timers`. Returns how many tickets are live.
+    pub(super) fn load(
+        storage: &Storage,
+        timers: &Timers<Deadline>,
+    ) -> Result<(Self, usize), DeskError> {
+        let mut state = RoutingState::default();
+        for expert in storage.experts.experts()? {
+            state.assignment_seq = state.assignment_seq.max(expert.last_assigned_seq);
+            state.put_expert(expert);
+        }
+        let mut live = 0usize;
+        for ticket in storage.tickets.live_tickets()? {
+            live += 1;
+            if ticket.state.status == TicketStatus::Open {
+                state.pending.insert(
+                    ticket.id(),
+                    ticket.header.priority,
+                    PendingTicket {
+                        skills: ticket.header.skills.clone(),
+                        declined: ticket.state.declined.clone(),
+                    },
+                );
+            }
+            follow_clocks(timers, &ticket);
+            state.follow_owner(None, &ticket);
+        }
+        Ok((state, live))
+    }
+
     pub(super) fn is_online(&self, id: &ExpertId) -> bool {
         self.online.get(id).is_some_and(|n| *n > 0)
     }
@@ -186,7 +220,7 @@ impl Desk {
             experts: experts.clone(),
             idempotency_key,
         };
-        let receipt = self.inner.storage.log.append(Change::Ticket(commit))?;
+        let receipt = self.append(state, Change::Ticket(commit))?;
         for expert in experts {
             state.put_expert(expert);
         }

@@ -354,6 +354,19 @@ impl KnowledgeStore for MemoryState {
     }
 }
 
+/// A fault met by the next append (faults queue up, one per append), as
+/// a network log would give them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Refused as if another writer had appended first; nothing stored.
+    Fence,
+    /// Timed out before reaching the stream; nothing stored.
+    TimeoutLost,
+    /// Timed out after reaching the stream: stored, but this writer does
+    /// not know it (nor applies it) until it catches up.
+    TimeoutStored,
+}
+
 /// What one writer knows of the stream.
 #[derive(Debug)]
 struct Writer {
@@ -369,6 +382,7 @@ pub struct MemoryLog {
     stream: Arc<Stream>,
     state: Arc<MemoryState>,
     writer: Mutex<Writer>,
+    faults: Mutex<std::collections::VecDeque<Fault>>,
     blobs: Mutex<BTreeMap<String, Vec<u8>>>,
     sink: Arc<dyn EventSink>,
 }
@@ -395,6 +409,7 @@ impl MemoryLog {
                 next_article: 1,
                 closed: false,
             }),
+            faults: Mutex::new(std::collections::VecDeque::new()),
             blobs: Mutex::new(BTreeMap::new()),
             sink,
         };
@@ -405,6 +420,11 @@ impl MemoryLog {
 
     pub fn state(&self) -> &Arc<MemoryState> {
         &self.state
+    }
+
+    /// Makes a coming append meet `fault` (after those already queued).
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.faults).push_back(fault);
     }
 
     /// Applies the entries other writers appended since this one last
@@ -483,6 +503,23 @@ impl Log for MemoryLog {
             first_position,
             change,
         };
+        match lock(&self.faults).pop_front() {
+            None => {}
+            Some(Fault::Fence) => {
+                return Err(StoreError::Fenced(
+                    "injected: another writer appended".into(),
+                ))
+            }
+            Some(Fault::TimeoutLost) => {
+                return Err(StoreError::Timeout("injected: lost on the way".into()))
+            }
+            Some(Fault::TimeoutStored) => {
+                entries.push(entry);
+                return Err(StoreError::Timeout(
+                    "injected: stored, unacknowledged".into(),
+                ));
+            }
+        }
         // The state checks a change before changing anything, so a refused
         // one reaches neither the state nor the log.
         let is_article = matches!(entry.change, Change::Article(_));
