@@ -379,7 +379,7 @@ pub async fn run(
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .max_concurrent_streams(config.max_streams_per_connection)
             .timeout(config.request_timeout)
-            .layer(crate::metrics::RpcMetricsLayer)
+            .layer(crate::rpc::layer::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

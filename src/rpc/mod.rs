@@ -6,6 +6,7 @@ pub mod convert;
 pub mod experts;
 pub mod gate;
 pub mod knowledge;
+pub mod layer;
 pub mod stats;
 pub mod tickets;
 pub mod wire;

@@ -1,13 +1,16 @@
 //! Group commit: one thread makes batches of appends durable together.
 //!
-//! Durability (see the sled notes in docs/ARCHITECTURE.md): request
-//! handlers never flush. Appends write their keys, take an lsn and wait;
-//! the committer thread runs one blocking `flush()` plus an `fdatasync` of
-//! sled's log file for everything written before it began, then wakes
-//! those writers and hands the batch's events to the sink. Concurrent
-//! `flush_async` calls deadlock sled 0.34, and `flush` alone does not reach
-//! the disk's platter on Linux; this design avoids the first and fixes the
-//! second.
+//! Request handlers never flush. Appends write their keys, take an lsn and
+//! wait; the committer thread runs one blocking `flush()` plus an
+//! `fdatasync` of sled's log file for everything written before it began,
+//! then wakes those writers and hands the batch's events to the sink.
+//! Two sled 0.34 facts shape this: concurrent `flush_async` calls can park
+//! every sled-io thread forever (sled issues #1308, #1241, #1357, fixed
+//! only on its unreleased main branch), and `flush` makes the log stable
+//! with `sync_file_range`, which leaves the disk's write cache unflushed
+//! (sled issue #1452), so a power loss could lose a flushed write. One
+//! flusher avoids the first; the fdatasync fixes the second, at almost no
+//! cost once a batch holds many writes.
 
 use std::fs::File;
 use std::sync::{Arc, Condvar, Mutex};

@@ -433,7 +433,8 @@ async fn concurrent_writers_are_all_made_durable_in_order() {
             }
         }));
     }
-    // Fails loudly instead of hanging if sled deadlocks (see SLED.md).
+    // Fails loudly instead of hanging if sled deadlocks: concurrent
+    // flushes park every sled-io thread in 0.34 (sled issues #1308, #1357).
     tokio::time::timeout(Duration::from_secs(60), async {
         for t in tasks {
             t.await.unwrap();
