@@ -38,6 +38,7 @@ use crate::rpc::tickets::TicketApi;
 use crate::rpc::{DeskCell, Served};
 use crate::store::sled::{SledConfig, SledStore};
 use crate::store::Storage;
+use crate::timers::{Clock, SystemClock};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -73,6 +74,9 @@ pub struct ServerConfig {
     /// How long the owner of an active P1 or P2 ticket may be offline
     /// before the ticket is routed again.
     pub owner_grace: Duration,
+    /// The desk's time (events, service levels, owners' grace): the
+    /// system's, or one a test moves by hand.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// PEM files of the server's TLS identity, and the CA that client
@@ -103,6 +107,7 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             sla: SlaPolicies::default(),
             owner_grace: DeskOptions::default().owner_grace,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -183,7 +188,7 @@ pub async fn open_desk(config: &ServerConfig) -> Result<Served, ServerError> {
         sla: config.sla.clone(),
         owner_grace: config.owner_grace,
         knowledge_index: Some(config.data_dir.join(KNOWLEDGE_INDEX_DIR)),
-        ..DeskOptions::default()
+        clock: config.clock.clone(),
     };
     let limits = config.limits.clone();
     let served = tokio::task::spawn_blocking(move || -> Result<Served, ServerError> {

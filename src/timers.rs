@@ -8,10 +8,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::UnixMicros;
@@ -20,10 +22,60 @@ use crate::domain::UnixMicros;
 /// a wall clock that jumps is noticed within it.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// A wait for a clock to reach a time.
+pub type ClockSleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Wall-clock time for the desk; tests substitute one that follows tokio's
-/// paused time.
+/// paused time, or one they move by hand ([`ManualClock`]).
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now_micros(&self) -> UnixMicros;
+
+    /// Resolves once the clock reads `at` or later; a wall clock may
+    /// resolve early or late when it jumps (the timer task looks again).
+    fn sleep_until(&self, at: UnixMicros) -> ClockSleep {
+        let wait = u64::try_from(at.saturating_sub(self.now_micros())).unwrap_or(0);
+        Box::pin(tokio::time::sleep(Duration::from_micros(wait)))
+    }
+}
+
+/// A clock that moves only when told to: the test (or simulator) that holds
+/// it decides when deadlines come, with no real waiting and no race with a
+/// loaded machine. Clones share one time.
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    now: Arc<watch::Sender<UnixMicros>>,
+}
+
+impl ManualClock {
+    pub fn starting_at(start_micros: UnixMicros) -> Self {
+        ManualClock {
+            now: Arc::new(watch::Sender::new(start_micros)),
+        }
+    }
+
+    /// Moves the clock forward by `by`, waking whatever waits for a time
+    /// it passes.
+    pub fn advance(&self, by: Duration) {
+        let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.now.send_modify(|now| *now = now.saturating_add(by));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_micros(&self) -> UnixMicros {
+        *self.now.borrow()
+    }
+
+    fn sleep_until(&self, at: UnixMicros) -> ClockSleep {
+        let mut now = self.now.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as any clone of the clock: if every
+            // clone is gone, nothing will ever come due.
+            if now.wait_for(|now| *now >= at).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
 }
 
 /// The system's wall clock.
@@ -162,11 +214,10 @@ impl<K: Ord + std::hash::Hash + Clone> Timers<K> {
                 fire(due);
                 continue;
             }
-            let wait = self.next_due().map_or(MAX_SLEEP, |at| {
-                Duration::from_micros(u64::try_from(at - now).unwrap_or(0)).min(MAX_SLEEP)
-            });
+            let longest = now.saturating_add(MAX_SLEEP.as_micros() as i64);
+            let until = self.next_due().map_or(longest, |at| at.min(longest));
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = clock.sleep_until(until) => {}
                 _ = self.changed.notified() => {}
                 _ = stop.cancelled() => return,
             }
@@ -186,7 +237,10 @@ mod tests {
     type Fired = Arc<Mutex<Vec<(i64, &'static str)>>>;
 
     /// Runs the timer task in the background, recording what fired when.
-    fn start(timers: &Arc<Timers<&'static str>>, clock: TokioClock) -> (Fired, CancellationToken) {
+    fn start<C: Clock + Clone>(
+        timers: &Arc<Timers<&'static str>>,
+        clock: C,
+    ) -> (Fired, CancellationToken) {
         let fired = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let (t, f, s) = (timers.clone(), fired.clone(), stop.clone());
@@ -249,6 +303,25 @@ mod tests {
         timers.set("late", 0);
         settle().await;
         assert_eq!(fired.lock().unwrap().len(), 2);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_manual_clock_fires_deadlines_only_when_moved_past_them() {
+        let clock = ManualClock::starting_at(0);
+        let timers = Arc::new(Timers::default());
+        timers.set("own", 3_600 * SEC);
+        let (fired, stop) = start(&timers, clock.clone());
+        // Real (here: tokio's) time passing does not move it.
+        tokio::time::sleep(Duration::from_secs(7_200)).await;
+        settle().await;
+        assert!(fired.lock().unwrap().is_empty());
+        clock.advance(Duration::from_secs(3_599));
+        settle().await;
+        assert!(fired.lock().unwrap().is_empty());
+        clock.advance(Duration::from_secs(1));
+        settle().await;
+        assert_eq!(fired.lock().unwrap().clone(), vec![(3_600 * SEC, "own")]);
         stop.cancel();
     }
 }

@@ -1,14 +1,18 @@
 //! Service-level clocks, named swarms, owners who go away, vendors and
-//! ratings, against the real server with targets of a few seconds.
+//! ratings, against the real server with targets of a few seconds on a
+//! clock the test moves: deadlines come when the test says, never because
+//! a loaded machine was slow (or early because it was fast).
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use swarmdesk::domain::{SlaPolicies, SlaPolicy};
 use swarmdesk::rpc::pb;
 use swarmdesk::server::ServerConfig;
+use swarmdesk::timers::ManualClock;
 use tonic::Code;
 
 use pb::SwarmEventReason as R;
@@ -28,23 +32,47 @@ fn seconds(own: i64, response: i64, resolve: i64) -> SlaPolicies {
     SlaPolicies::new(policy.clone(), policy.clone(), policy.clone(), policy)
 }
 
-fn config(sla: SlaPolicies) -> ServerConfig {
+/// The desk's clock, from a fixed moment (2027-01-15, 08:00 UTC).
+fn clock() -> ManualClock {
+    ManualClock::starting_at(1_800_000_000 * SEC)
+}
+
+fn config(sla: SlaPolicies, clock: &ManualClock) -> ServerConfig {
     ServerConfig {
         sla,
         owner_grace: Duration::from_secs(1),
+        clock: Arc::new(clock.clone()),
         ..ServerConfig::new("unused")
     }
 }
 
-async fn spawn(sla: SlaPolicies) -> TestServer {
+async fn spawn(sla: SlaPolicies, clock: &ManualClock) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn_server_with(ServerConfig {
         data_dir: dir.path().to_path_buf(),
-        ..config(sla)
+        ..config(sla, clock)
     })
     .await;
     server.keep_dir(dir);
     server
+}
+
+/// Waits until the server counts `expert` online (or offline): a dropped
+/// stream is noticed by the server a moment after the client drops it.
+async fn wait_online(server: &TestServer, expert: &str, online: bool) {
+    tokio::time::timeout(WAIT, async {
+        while server.expert(expert).await.online != online {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{expert} never became online={online}"));
+}
+
+/// Real time for the timer task to act on a move of the clock, before a
+/// check that nothing happened.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 fn breach_target(e: &pb::TicketEvent) -> Option<pb::SlaTarget> {
@@ -82,7 +110,8 @@ async fn breaches_in_history(server: &TestServer, expert: &str, ticket: &str) ->
 
 #[tokio::test]
 async fn each_breach_fires_once_and_reaches_the_swarm_and_its_named_channel() {
-    let server = spawn(seconds(1, 2, 3)).await;
+    let clock = clock();
+    let server = spawn(seconds(1, 2, 3), &clock).await;
     // dba follows the database channel but may not own an L3 ticket; the
     // on-call lead follows only the named swarms.
     server.register("dba", &[("database", L1)], 5).await;
@@ -113,6 +142,7 @@ async fn each_breach_fires_once_and_reaches_the_swarm_and_its_named_channel() {
         (pb::SlaTarget::FirstResponse, "triage"),
         (pb::SlaTarget::Resolve, "backlog"),
     ] {
+        clock.advance(Duration::from_secs(1));
         let seen = next_where(&mut lead, is_breach).await;
         assert_eq!(seen.reason, R::Escalated as i32, "{target:?}");
         let event = seen.event.unwrap();
@@ -126,6 +156,7 @@ async fn each_breach_fires_once_and_reaches_the_swarm_and_its_named_channel() {
         assert_eq!(swarm.reason, R::Swarm as i32);
         assert_eq!(breach_target(swarm.event.as_ref().unwrap()), Some(target));
     }
+    clock.advance(Duration::from_secs(3_600));
     assert!(
         silent_for(&mut lead, Duration::from_millis(1500)).await,
         "fired twice"
@@ -153,7 +184,8 @@ async fn each_breach_fires_once_and_reaches_the_swarm_and_its_named_channel() {
 
 #[tokio::test]
 async fn targets_met_in_time_never_breach() {
-    let server = spawn(seconds(2, 2, 3)).await;
+    let clock = clock();
+    let server = spawn(seconds(2, 2, 3), &clock).await;
     server.register("ann", &[("network", L2)], 5).await;
     let mut ann = server.subscribe("ann").await;
     let t = server.create("vpn", &[("network", L1)], P2).await;
@@ -172,7 +204,8 @@ async fn targets_met_in_time_never_breach() {
         "{:?}",
         resolved.sla
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    clock.advance(Duration::from_secs(4));
+    settle().await;
     assert!(server.get(&t.id).await.breached.is_empty());
     let mut saw = Vec::new();
     while let Ok(Some(Ok(e))) = tokio::time::timeout(Duration::from_millis(200), ann.message())
@@ -186,10 +219,12 @@ async fn targets_met_in_time_never_breach() {
 
 #[tokio::test]
 async fn waiting_on_a_vendor_pauses_the_resolve_clock_and_shows_the_vendor() {
-    let server = spawn(seconds(60, 60, 2)).await;
+    let clock = clock();
+    let server = spawn(seconds(60, 60, 2), &clock).await;
     server.register("ann", &[("network", L2)], 5).await;
     let mut ann = server.subscribe("ann").await;
     let t = server.create("line down", &[("network", L1)], P3).await;
+    clock.advance(Duration::from_millis(500));
     let vendor = pb::Vendor {
         name: "telco".into(),
         reference: "TC-991".into(),
@@ -250,7 +285,8 @@ async fn waiting_on_a_vendor_pauses_the_resolve_clock_and_shows_the_vendor() {
     );
 
     // Paused for well over the target: no breach.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    clock.advance(Duration::from_secs(3));
+    settle().await;
     assert!(server.get(&t.id).await.breached.is_empty());
     // Back to work: the clock resumes with what it had left, then breaches.
     let resumed = server
@@ -258,14 +294,13 @@ async fn waiting_on_a_vendor_pauses_the_resolve_clock_and_shows_the_vendor() {
         .await
         .unwrap();
     assert_eq!(resumed.sla[2].state, pb::SlaClockState::Running as i32);
-    let started = std::time::Instant::now();
-    // (The other ticket's own clock ran all along: it breached meanwhile.)
+    // It had 1.5 s left: not breached 1 s on, breached 1 s after that.
+    // (The other ticket's resolve clock ran all along: it breached meanwhile.)
+    clock.advance(Duration::from_secs(1));
+    settle().await;
+    assert!(server.get(&t.id).await.breached.is_empty());
+    clock.advance(Duration::from_secs(1));
     let breach = next_where(&mut ann, |e| is_breach(e) && summary(e).0 == t.id).await;
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
     assert_eq!(
         breach_target(breach.event.as_ref().unwrap()),
         Some(pb::SlaTarget::Resolve)
@@ -275,16 +310,17 @@ async fn waiting_on_a_vendor_pauses_the_resolve_clock_and_shows_the_vendor() {
 #[tokio::test]
 async fn a_deadline_that_passed_while_down_fires_once_after_restart() {
     let sla = seconds(1, 60, 60);
-    let server = spawn(sla.clone()).await;
+    let clock = clock();
+    let server = spawn(sla.clone(), &clock).await;
     server.register("dba", &[("database", L1)], 5).await;
     let t = server.create("slow query", &[("database", L3)], P3).await;
     // Stopped before the deadline; started again after it.
     let path = server.data_dir.clone();
     let kept = server.stop().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    clock.advance(Duration::from_millis(1500));
     let mut server = spawn_server_with(ServerConfig {
         data_dir: path,
-        ..config(sla.clone())
+        ..config(sla.clone(), &clock)
     })
     .await;
     if let Some(kept) = kept {
@@ -300,8 +336,9 @@ async fn a_deadline_that_passed_while_down_fires_once_after_restart() {
         breached = server.get(&t.id).await;
     }
     assert_eq!(breached.breached, vec![pb::SlaTarget::Own as i32]);
-    let server = server.restart_with(config(sla)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = server.restart_with(config(sla, &clock)).await;
+    clock.advance(Duration::from_secs(10));
+    settle().await;
     assert_eq!(
         breaches_in_history(&server, "dba", &t.id).await,
         ["SLA_TARGET_OWN"],
@@ -311,7 +348,7 @@ async fn a_deadline_that_passed_while_down_fires_once_after_restart() {
 
 #[tokio::test]
 async fn sev1_gets_every_p1_at_once_and_nothing_else() {
-    let server = spawn(seconds(60, 60, 60)).await;
+    let server = spawn(seconds(60, 60, 60), &clock()).await;
     server.register("oncall", &[("office", L1)], 5).await;
     server.register("net", &[("network", L3)], 5).await;
     let mut oncall = server.subscribe_with("oncall", &["sev1"], 0).await.unwrap();
@@ -344,7 +381,8 @@ async fn sev1_gets_every_p1_at_once_and_nothing_else() {
 
 #[tokio::test]
 async fn an_owner_offline_past_the_grace_loses_p1_and_p2_tickets_only() {
-    let server = spawn(seconds(600, 600, 600)).await;
+    let clock = clock();
+    let server = spawn(seconds(600, 600, 600), &clock).await;
     server.register("ann", &[("network", L3)], 5).await;
     server.register("bob", &[("network", L3)], 5).await;
     let ann_stream = server.subscribe("ann").await;
@@ -356,6 +394,8 @@ async fn an_owner_offline_past_the_grace_loses_p1_and_p2_tickets_only() {
     );
     let mut bob = server.subscribe("bob").await;
     drop(ann_stream);
+    wait_online(&server, "ann", false).await;
+    clock.advance(Duration::from_secs(2));
     // Grace is one second: the P1 goes to bob, the P3 stays with ann.
     let lost = next_where(&mut bob, |e| summary(e).2 == T::OwnerLost).await;
     assert_eq!(summary(&lost).0, urgent.id);
@@ -368,22 +408,25 @@ async fn an_owner_offline_past_the_grace_loses_p1_and_p2_tickets_only() {
 
 #[tokio::test]
 async fn an_owner_back_within_the_grace_keeps_the_ticket() {
-    let server = spawn(seconds(600, 600, 600)).await;
+    let clock = clock();
+    let server = spawn(seconds(600, 600, 600), &clock).await;
     server.register("ann", &[("network", L3)], 5).await;
     server.register("bob", &[("network", L3)], 5).await;
     let first = server.subscribe("ann").await;
     let urgent = server.create("core down", &[("network", L2)], P1).await;
     let _bob = server.subscribe("bob").await;
     drop(first);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_online(&server, "ann", false).await;
+    clock.advance(Duration::from_millis(300));
     let _back = server.subscribe("ann").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    clock.advance(Duration::from_millis(1500));
+    settle().await;
     assert_eq!(server.get(&urgent.id).await.owner_id, "ann");
 }
 
 #[tokio::test]
 async fn a_customer_reply_reopens_and_an_absent_owner_is_replaced() {
-    let server = spawn(seconds(600, 600, 600)).await;
+    let server = spawn(seconds(600, 600, 600), &clock()).await;
     server.register("ann", &[("printing", L2)], 5).await;
     server.register("bob", &[("printing", L2)], 5).await;
     let ann = server.subscribe("ann").await;
@@ -394,6 +437,7 @@ async fn a_customer_reply_reopens_and_an_absent_owner_is_replaced() {
         .await
         .unwrap();
     drop(ann);
+    wait_online(&server, "ann", false).await;
     let mut bob = server.subscribe("bob").await;
     server
         .post(&t.id, "customer-1", "still jammed", pb::Visibility::Public)
@@ -408,7 +452,7 @@ async fn a_customer_reply_reopens_and_an_absent_owner_is_replaced() {
 
 #[tokio::test]
 async fn ratings_follow_the_rules() {
-    let server = spawn(seconds(600, 600, 600)).await;
+    let server = spawn(seconds(600, 600, 600), &clock()).await;
     server.register("ann", &[("billing", L2)], 5).await;
     let _ann = server.subscribe("ann").await;
     let relay = server.as_token(&server.token(pb::Role::Bot, "", "chat").await);

@@ -9,6 +9,7 @@ use swarmdesk::domain::{SlaPolicies, SlaPolicy};
 use swarmdesk::rpc::pb;
 use swarmdesk::rpc::pb::stats_service_client::StatsServiceClient;
 use swarmdesk::server::ServerConfig;
+use swarmdesk::timers::ManualClock;
 use tonic::Code;
 
 fn one_hour_around_now() -> pb::GetStatsRequest {
@@ -71,8 +72,16 @@ async fn stats_add_up_a_known_sequence_and_survive_a_restart() {
         calendar: None,
     };
     let sla = SlaPolicies::new(policy.clone(), policy.clone(), policy.clone(), policy);
+    // The desk's clock starts now (the report asks for the hour around
+    // now) and moves only when the test moves it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let clock = ManualClock::starting_at(now);
     let config = ServerConfig {
         sla,
+        clock: std::sync::Arc::new(clock.clone()),
         ..ServerConfig::new(dir.path())
     };
     let mut server = spawn_server_with(config.clone()).await;
@@ -123,6 +132,7 @@ async fn stats_add_up_a_known_sequence_and_survive_a_restart() {
     // A database ticket only an L3 may own: nobody can, so it breaches.
     let stuck = server.create("replica lag", &[("database", L3)], P3).await;
     assert_eq!(stuck.owner_id, "");
+    clock.advance(Duration::from_secs(2));
     // Polls for up to 20 s: a loaded machine may run the timer late.
     for _ in 0..400 {
         if !server.get(&stuck.id).await.breached.is_empty() {
