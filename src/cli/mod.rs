@@ -1,20 +1,24 @@
 //! The `swarmdesk` command's client subcommands: one call each against a
 //! running server, printed for a person (default) or as JSON lines (--json).
 
+mod experts;
+mod knowledge;
 mod output;
+mod tickets;
+
+pub use self::experts::ExpertCommand;
+pub use self::knowledge::ArticleCommand;
+pub use self::tickets::TicketCommand;
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
 use crate::client::AuthedChannel;
-use crate::domain::{
-    ArticleState, ContactChannel, Presence, Priority, Rank, TicketKind, TicketStatus,
-};
+use crate::domain::{Rank, TicketStatus};
 use crate::rpc::pb;
 use crate::rpc::pb::admin_service_client::AdminServiceClient;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
-use crate::rpc::pb::knowledge_service_client::KnowledgeServiceClient;
 use crate::rpc::pb::stats_service_client::StatsServiceClient;
 use crate::rpc::pb::ticket_service_client::TicketServiceClient;
 use output::Printer;
@@ -104,161 +108,10 @@ fn parse_requirement(raw: &str) -> Result<pb::SkillRequirement, String> {
 
 #[derive(Subcommand, Clone, Debug)]
 pub enum ClientCommand {
-    /// Register an expert, or update their name, skills and capacity.
-    Register {
-        id: String,
-        #[arg(long, default_value = "")]
-        name: String,
-        /// tag:rank, repeatable (e.g. --skill network:l3 --skill office:l1).
-        #[arg(long = "skill", value_parser = parse_skill)]
-        skills: Vec<pb::Skill>,
-        /// Most open tickets owned at once (0: the default, 5).
-        #[arg(long, default_value_t = 0)]
-        capacity: u32,
-    },
-    /// List experts.
-    Experts {
-        #[arg(long, default_value_t = 0)]
-        page_size: u32,
-        #[arg(long, default_value = "")]
-        page_token: String,
-    },
-    /// Show one expert.
-    Expert { id: String },
-    /// Set an expert available or away.
-    Presence {
-        id: String,
-        #[arg(value_parser = clap::builder::PossibleValuesParser::new(["available", "away"]))]
-        presence: String,
-    },
-    /// Create a ticket; it is routed to an owner at once if one is eligible.
-    Create {
-        #[arg(long)]
-        title: String,
-        #[arg(long, default_value = "")]
-        description: String,
-        #[arg(long)]
-        requester: String,
-        /// tag or tag:min_rank, repeatable.
-        #[arg(long = "skill", value_parser = parse_requirement)]
-        skills: Vec<pb::SkillRequirement>,
-        /// p1 (critical) to p4.
-        #[arg(long, default_value = "p3")]
-        priority: Priority,
-        /// incident, service-request, change-request or question.
-        #[arg(long, default_value = "incident")]
-        kind: TicketKind,
-        /// chat, email, phone, portal, social or api.
-        #[arg(long, default_value = "api")]
-        channel: ContactChannel,
-        /// Makes retries safe: the same id returns the first ticket.
-        #[arg(long, default_value = "")]
-        request_id: String,
-    },
-    /// List tickets in creation order.
-    List {
-        #[arg(long)]
-        status: Option<TicketStatus>,
-        #[arg(long, default_value = "")]
-        owner: String,
-        #[arg(long, default_value = "")]
-        tag: String,
-        /// Tickets whose (latest) vendor has this name.
-        #[arg(long, default_value = "")]
-        vendor: String,
-        #[arg(long, default_value_t = 0)]
-        page_size: u32,
-        #[arg(long, default_value = "")]
-        page_token: String,
-    },
-    /// Show one ticket.
-    Show { id: String },
-    /// Follow an expert's stream, one line per event, until interrupted.
-    Subscribe {
-        expert: String,
-        /// Skill channels (replaces the persisted set); none: the persisted set.
-        #[arg(long = "channel")]
-        channels: Vec<String>,
-        /// Resume after this position (printed with every event).
-        #[arg(long, default_value_t = 0)]
-        after: u64,
-        /// Stop after this many events (0: never).
-        #[arg(long, default_value_t = 0)]
-        limit: u64,
-    },
-    /// Follow a ticket's public events, as a chat bot does.
-    Watch {
-        ticket: String,
-        #[arg(long, default_value_t = 0)]
-        after_seq: u64,
-        /// Stop after this many events (0: never).
-        #[arg(long, default_value_t = 0)]
-        limit: u64,
-    },
-    /// Take an unowned ticket.
-    Claim { ticket: String, expert: String },
-    /// Join a ticket's swarm as a collaborator.
-    Join { ticket: String, expert: String },
-    /// Leave a ticket's swarm.
-    Leave { ticket: String, expert: String },
-    /// Post a message (public unless --internal).
-    Post {
-        ticket: String,
-        /// An expert id, or the ticket's requester.
-        #[arg(long)]
-        author: String,
-        #[arg(long)]
-        body: String,
-        /// Visible to the swarm only.
-        #[arg(long)]
-        internal: bool,
-        #[arg(long, default_value = "")]
-        request_id: String,
-    },
-    /// Hand an owned ticket to another expert.
-    Transfer {
-        ticket: String,
-        #[arg(long)]
-        from: String,
-        #[arg(long)]
-        to: String,
-    },
-    /// Give up an owned ticket; routing runs again.
-    Release { ticket: String, expert: String },
-    /// Mark an owned ticket resolved, optionally linking knowledge.
-    Resolve {
-        ticket: String,
-        expert: String,
-        #[arg(long, default_value = "")]
-        note: String,
-        /// Reuse: this published article (KB-<n>) solved it.
-        #[arg(long, value_name = "ARTICLE", conflicts_with = "capture")]
-        reuse: Option<String>,
-        /// Capture: write a draft article from this resolution (title:
-        /// the ticket's unless --capture-title; body: --note unless
-        /// --capture-body; tags: the ticket's skills).
-        #[arg(long)]
-        capture: bool,
-        #[arg(long, default_value = "", requires = "capture")]
-        capture_title: String,
-        #[arg(long, default_value = "", requires = "capture")]
-        capture_body: String,
-    },
-    /// Move an owned ticket to any status (waiting-customer, closed, ...);
-    /// waiting-vendor needs --vendor and --vendor-ref.
-    Status {
-        ticket: String,
-        expert: String,
-        status: TicketStatus,
-        #[arg(long, default_value = "")]
-        note: String,
-        /// The vendor's name (waiting-vendor only).
-        #[arg(long, requires = "vendor_ref")]
-        vendor: Option<String>,
-        /// The vendor's reference for the case (waiting-vendor only).
-        #[arg(long, requires = "vendor")]
-        vendor_ref: Option<String>,
-    },
+    #[command(flatten)]
+    Experts(ExpertCommand),
+    #[command(flatten)]
+    Tickets(TicketCommand),
     /// Figures for a time range: tickets, times to each target, SLA
     /// attainment, CSAT and each expert's contributions.
     Stats {
@@ -274,14 +127,6 @@ pub enum ClientCommand {
         /// Only tickets requiring this skill tag.
         #[arg(long, default_value = "")]
         tag: String,
-    },
-    /// Rate a resolved ticket for its requester (1-5), once per resolution.
-    Rate {
-        ticket: String,
-        #[arg(value_parser = clap::value_parser!(u32).range(1..=5))]
-        score: u32,
-        #[arg(long, default_value = "")]
-        comment: String,
     },
     /// Take an online backup of the whole store into FILE (written whole or
     /// not at all); `swarmdesk restore` turns it back into a data dir.
@@ -306,168 +151,6 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         service: String,
     },
-    /// Widen a ticket's swarm to more skill channels.
-    AskHelp {
-        ticket: String,
-        expert: String,
-        /// tag or tag:min_rank, repeatable.
-        #[arg(long = "skill", value_parser = parse_requirement, required = true)]
-        skills: Vec<pb::SkillRequirement>,
-        #[arg(long, default_value = "")]
-        note: String,
-    },
-}
-
-#[derive(Subcommand, Clone, Debug)]
-pub enum ArticleCommand {
-    /// Write a new draft.
-    Create {
-        #[arg(long)]
-        title: String,
-        #[arg(long)]
-        body: String,
-        /// Skill tag, repeatable.
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-    },
-    /// Change an article; what is not given stays.
-    Update {
-        id: String,
-        #[arg(long)]
-        title: Option<String>,
-        #[arg(long)]
-        body: Option<String>,
-        /// Replaces every tag (repeatable).
-        #[arg(long = "tag")]
-        tags: Option<Vec<String>>,
-        /// Refuse unless the article is still at this version.
-        #[arg(long, default_value_t = 0)]
-        expected_version: u64,
-    },
-    /// Show one article.
-    Show { id: String },
-    /// Offer it to customers and agents.
-    Publish {
-        id: String,
-        #[arg(long, default_value_t = 0)]
-        expected_version: u64,
-    },
-    /// Withdraw it (kept, read-only).
-    Archive {
-        id: String,
-        #[arg(long, default_value_t = 0)]
-        expected_version: u64,
-    },
-    /// Full-text search, best first.
-    Search {
-        query: String,
-        /// Only articles with one of these tags (repeatable).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// draft, published or archived (repeatable); default published.
-        #[arg(long = "state")]
-        states: Vec<ArticleState>,
-        #[arg(long, default_value_t = 0)]
-        limit: u32,
-    },
-    /// What a bot would offer a customer for these words (counted).
-    Suggest {
-        text: String,
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        #[arg(long, default_value_t = 0)]
-        limit: u32,
-    },
-    /// Record that an article solved a customer's problem without a ticket.
-    Deflect {
-        id: String,
-        #[arg(long, default_value = "")]
-        request_id: String,
-    },
-}
-
-async fn run_article(
-    channel: AuthedChannel,
-    out: Printer,
-    action: ArticleCommand,
-) -> Result<(), CliError> {
-    let mut kb = KnowledgeServiceClient::new(channel);
-    let article = match action {
-        ArticleCommand::Create { title, body, tags } => {
-            kb.create_article(pb::CreateArticleRequest { title, body, tags })
-                .await?
-        }
-        ArticleCommand::Update {
-            id,
-            title,
-            body,
-            tags,
-            expected_version,
-        } => {
-            let request = pb::UpdateArticleRequest {
-                id,
-                title,
-                body,
-                tags: tags.map(|tags| pb::TagList { tags }),
-                expected_version,
-            };
-            kb.update_article(request).await?
-        }
-        ArticleCommand::Show { id } => kb.get_article(pb::GetArticleRequest { id }).await?,
-        ArticleCommand::Publish {
-            id,
-            expected_version,
-        } => {
-            kb.publish_article(pb::PublishArticleRequest {
-                id,
-                expected_version,
-            })
-            .await?
-        }
-        ArticleCommand::Archive {
-            id,
-            expected_version,
-        } => {
-            kb.archive_article(pb::ArchiveArticleRequest {
-                id,
-                expected_version,
-            })
-            .await?
-        }
-        ArticleCommand::Search {
-            query,
-            tags,
-            states,
-            limit,
-        } => {
-            let request = pb::SearchArticlesRequest {
-                query,
-                tags,
-                states: states.into_iter().map(ArticleState::number).collect(),
-                limit,
-            };
-            let reply = kb.search_articles(request).await?.into_inner();
-            reply.hits.iter().for_each(|h| out.hit(h));
-            return Ok(());
-        }
-        ArticleCommand::Suggest { text, tags, limit } => {
-            let request = pb::SuggestArticlesRequest { text, tags, limit };
-            let reply = kb.suggest_articles(request).await?.into_inner();
-            reply.suggestions.iter().for_each(|h| out.hit(h));
-            return Ok(());
-        }
-        ArticleCommand::Deflect { id, request_id } => {
-            let request = pb::RecordDeflectionRequest {
-                article_id: id.clone(),
-                request_id,
-            };
-            let recorded = kb.record_deflection(request).await?.into_inner().recorded;
-            out.deflection(&id, recorded);
-            return Ok(());
-        }
-    };
-    out.article(&article.into_inner());
-    Ok(())
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -579,270 +262,12 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
         .await
         .map_err(|source| crate::client::ClientError::connect(&options.server, &source))?;
     let channel = crate::client::with_token(plain.clone(), options.token().as_deref())?;
-    let mut tickets = TicketServiceClient::new(channel.clone());
-    let mut experts = ExpertServiceClient::new(channel.clone());
+    let _tickets = TicketServiceClient::new(channel.clone());
+    let _experts = ExpertServiceClient::new(channel.clone());
     let out = Printer { json: options.json };
     match command {
-        ClientCommand::Register {
-            id,
-            name,
-            skills,
-            capacity,
-        } => {
-            let expert = pb::Expert {
-                id,
-                display_name: name,
-                skills,
-                capacity,
-                ..Default::default()
-            };
-            let reply = experts
-                .register_expert(pb::RegisterExpertRequest {
-                    expert: Some(expert),
-                })
-                .await?;
-            out.expert(&reply.into_inner());
-        }
-        ClientCommand::Experts {
-            page_size,
-            page_token,
-        } => {
-            let reply = experts
-                .list_experts(pb::ListExpertsRequest {
-                    page_size,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            reply.experts.iter().for_each(|e| out.expert(e));
-            out.next_page(&reply.next_page_token);
-        }
-        ClientCommand::Expert { id } => {
-            let reply = experts.get_expert(pb::GetExpertRequest { id }).await?;
-            out.expert(&reply.into_inner());
-        }
-        ClientCommand::Presence { id, presence } => {
-            let presence = presence.parse::<Presence>().map_or(0, Presence::number);
-            let reply = experts
-                .set_presence(pb::SetPresenceRequest {
-                    expert_id: id,
-                    presence,
-                })
-                .await?;
-            out.expert(&reply.into_inner());
-        }
-        ClientCommand::Create {
-            title,
-            description,
-            requester,
-            skills,
-            priority,
-            kind,
-            channel,
-            request_id,
-        } => {
-            let reply = tickets
-                .create_ticket(pb::CreateTicketRequest {
-                    title,
-                    description,
-                    requester,
-                    channel: channel.number(),
-                    kind: kind.number(),
-                    priority: priority.number(),
-                    skills,
-                    request_id,
-                })
-                .await?
-                .into_inner();
-            if let Some(ticket) = &reply.ticket {
-                out.ticket(ticket);
-            }
-            reply.suggestions.iter().for_each(|h| out.hit(h));
-        }
-        ClientCommand::List {
-            status,
-            owner,
-            tag,
-            vendor,
-            page_size,
-            page_token,
-        } => {
-            let reply = tickets
-                .list_tickets(pb::ListTicketsRequest {
-                    status: status.map_or(0, TicketStatus::number),
-                    owner_id: owner,
-                    tag,
-                    vendor,
-                    page_size,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            reply.tickets.iter().for_each(|t| out.ticket(t));
-            out.next_page(&reply.next_page_token);
-        }
-        ClientCommand::Show { id } => {
-            let reply = tickets.get_ticket(pb::GetTicketRequest { id }).await?;
-            out.ticket_detail(&reply.into_inner());
-        }
-        ClientCommand::Subscribe {
-            expert,
-            channels,
-            after,
-            limit,
-        } => {
-            let mut stream = experts
-                .subscribe(pb::SubscribeRequest {
-                    expert_id: expert,
-                    channels,
-                    after_position: after,
-                })
-                .await?
-                .into_inner();
-            let mut seen = 0;
-            while let Some(event) = stream.message().await? {
-                out.swarm_event(&event);
-                seen += 1;
-                if seen == limit {
-                    break;
-                }
-            }
-        }
-        ClientCommand::Watch {
-            ticket,
-            after_seq,
-            limit,
-        } => {
-            let mut stream = tickets
-                .watch_ticket(pb::WatchTicketRequest {
-                    ticket_id: ticket,
-                    after_seq,
-                })
-                .await?
-                .into_inner();
-            let mut seen = 0;
-            while let Some(event) = stream.message().await? {
-                out.event(&event, None);
-                seen += 1;
-                if seen == limit {
-                    break;
-                }
-            }
-        }
-        ClientCommand::Claim { ticket, expert } => {
-            let reply = tickets
-                .claim_ticket(pb::ClaimTicketRequest {
-                    ticket_id: ticket,
-                    expert_id: expert,
-                })
-                .await?;
-            out.ticket(&reply.into_inner());
-        }
-        ClientCommand::Join { ticket, expert } => {
-            let reply = tickets
-                .join_swarm(pb::JoinSwarmRequest {
-                    ticket_id: ticket,
-                    expert_id: expert,
-                })
-                .await?;
-            out.ticket(&reply.into_inner());
-        }
-        ClientCommand::Leave { ticket, expert } => {
-            let reply = tickets
-                .leave_swarm(pb::LeaveSwarmRequest {
-                    ticket_id: ticket,
-                    expert_id: expert,
-                })
-                .await?;
-            out.ticket(&reply.into_inner());
-        }
-        ClientCommand::Post {
-            ticket,
-            author,
-            body,
-            internal,
-            request_id,
-        } => {
-            let visibility = if internal {
-                pb::Visibility::Internal
-            } else {
-                pb::Visibility::Public
-            };
-            let reply = tickets
-                .post_message(pb::PostMessageRequest {
-                    ticket_id: ticket,
-                    author_id: author,
-                    body,
-                    visibility: visibility as i32,
-                    request_id,
-                })
-                .await?;
-            out.event(&reply.into_inner(), None);
-        }
-        ClientCommand::Transfer { ticket, from, to } => {
-            let reply = tickets
-                .transfer_ticket(pb::TransferTicketRequest {
-                    ticket_id: ticket,
-                    from_expert_id: from,
-                    to_expert_id: to,
-                })
-                .await?;
-            out.ticket(&reply.into_inner());
-        }
-        ClientCommand::Release { ticket, expert } => {
-            let reply = tickets
-                .release_ticket(pb::ReleaseTicketRequest {
-                    ticket_id: ticket,
-                    expert_id: expert,
-                })
-                .await?;
-            out.ticket(&reply.into_inner());
-        }
-        ClientCommand::Resolve {
-            ticket,
-            expert,
-            note,
-            reuse,
-            capture,
-            capture_title,
-            capture_body,
-        } => {
-            use pb::update_status_request::Knowledge;
-            let knowledge = match (reuse, capture) {
-                (Some(article), _) => Some(Knowledge::ReuseArticleId(article)),
-                (None, true) => Some(Knowledge::CaptureArticle(pb::ArticleCapture {
-                    title: capture_title,
-                    body: capture_body,
-                    tags: Vec::new(),
-                })),
-                (None, false) => None,
-            };
-            let resolved = TicketStatus::Resolved;
-            let reply = update_status(
-                &mut tickets,
-                ticket,
-                expert,
-                resolved,
-                note,
-                None,
-                knowledge,
-            );
-            out.ticket(&reply.await?);
-        }
-        ClientCommand::Status {
-            ticket,
-            expert,
-            status,
-            note,
-            vendor,
-            vendor_ref,
-        } => {
-            let vendor = vendor
-                .zip(vendor_ref)
-                .map(|(name, reference)| pb::Vendor { name, reference });
-            let reply = update_status(&mut tickets, ticket, expert, status, note, vendor, None);
-            out.ticket(&reply.await?);
-        }
+        ClientCommand::Experts(command) => experts::run(command, channel, out).await?,
+        ClientCommand::Tickets(command) => tickets::run(command, channel, out).await?,
         ClientCommand::Stats {
             from,
             to,
@@ -873,18 +298,6 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
                 .into_inner();
             out.stats(&stats);
         }
-        ClientCommand::Rate {
-            ticket,
-            score,
-            comment,
-        } => {
-            let request = pb::RateTicketRequest {
-                ticket_id: ticket,
-                score,
-                comment,
-            };
-            out.ticket(&tickets.rate_ticket(request).await?.into_inner());
-        }
         ClientCommand::Backup { out } => {
             let count = backup(channel, &out).await?;
             if options.json {
@@ -896,33 +309,7 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
                 println!("backup written to {} ({count} records)", out.display());
             }
         }
-        ClientCommand::Article { action } => run_article(channel, out, action).await?,
-        ClientCommand::Health { service } => {
-            use tonic_health::pb::health_check_response::ServingStatus;
-            let status = HealthClient::new(plain)
-                .check(HealthCheckRequest {
-                    service: service.clone(),
-                })
-                .await?
-                .into_inner()
-                .status();
-            let name = if service.is_empty() {
-                "server"
-            } else {
-                &service
-            };
-            if options.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "service": name, "status": status.as_str_name() })
-                );
-            } else {
-                println!("{name}: {}", status.as_str_name());
-            }
-            if status != ServingStatus::Serving {
-                return Err(CliError::NotServing(status.as_str_name().to_owned()));
-            }
-        }
+        ClientCommand::Article { action } => knowledge::run(channel, out, action).await?,
         ClientCommand::Token { action } => {
             let mut admin = AdminServiceClient::new(channel);
             match action {
@@ -965,21 +352,31 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
                 }
             }
         }
-        ClientCommand::AskHelp {
-            ticket,
-            expert,
-            skills,
-            note,
-        } => {
-            let reply = tickets
-                .request_help(pb::RequestHelpRequest {
-                    ticket_id: ticket,
-                    expert_id: expert,
-                    skills,
-                    note,
+        ClientCommand::Health { service } => {
+            use tonic_health::pb::health_check_response::ServingStatus;
+            let status = HealthClient::new(plain)
+                .check(HealthCheckRequest {
+                    service: service.clone(),
                 })
-                .await?;
-            out.ticket(&reply.into_inner());
+                .await?
+                .into_inner()
+                .status();
+            let name = if service.is_empty() {
+                "server"
+            } else {
+                &service
+            };
+            if options.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "service": name, "status": status.as_str_name() })
+                );
+            } else {
+                println!("{name}: {}", status.as_str_name());
+            }
+            if status != ServingStatus::Serving {
+                return Err(CliError::NotServing(status.as_str_name().to_owned()));
+            }
         }
     }
     Ok(())
