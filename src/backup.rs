@@ -13,7 +13,7 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use crate::store::{Pair, StoreError};
+use crate::store::{Import, Pair, StoreError};
 
 const MAGIC: &[u8; 16] = b"SWARMDESK-BACKUP";
 const FORMAT_VERSION: u32 = 1;
@@ -157,15 +157,16 @@ pub fn read_backup(mut input: impl Read) -> Result<Vec<Pair>, BackupError> {
     }
 }
 
-/// Restores `file` into `data_dir`, which must be empty or absent. The file
-/// is checked whole first; if writing fails, what was written is removed.
-pub fn restore(file: &Path, data_dir: &Path) -> Result<u64, BackupError> {
+/// Restores `file` into `data_dir`, which must be empty or absent, through
+/// `into` (the data dir's kind of state). The file is checked whole first;
+/// if writing fails, what was written is removed.
+pub fn restore(file: &Path, data_dir: &Path, into: &dyn Import) -> Result<u64, BackupError> {
     let pairs = read_backup(io::BufReader::new(std::fs::File::open(file)?))?;
     let existed = data_dir.exists();
     if existed && std::fs::read_dir(data_dir)?.next().is_some() {
         return Err(BackupError::TargetNotEmpty(data_dir.display().to_string()));
     }
-    let result = crate::store::sled::import(data_dir, pairs.into_iter().map(Ok));
+    let result = into.import(&mut pairs.into_iter());
     match result {
         Ok(count) => Ok(count),
         Err(e) => {

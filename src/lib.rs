@@ -7,11 +7,13 @@
 //! # Layout
 //! - [`domain`]: tickets, experts, ranks, routing, status moves, events and
 //!   errors; no transport, no storage.
-//! - [`store`]: the storage trait and its sled backend (group commit).
+//! - [`store`]: the log and the state it is applied to, behind small
+//!   traits; the sled backend (log and state at once, group commit), an
+//!   in-memory one (a fenced shared stream), and the contract both pass.
 //! - [`hub`]: live fan-out to streams; its module doc states the delivery
 //!   guarantee.
-//! - [`desk`]: every API operation, applying the domain's rules against the
-//!   store and the hub.
+//! - [`desk`]: every API operation, applying the domain's rules through the
+//!   log and the hub, one file per concern.
 //! - [`auth`]: tokens at run time: authentication, rate and stream caps,
 //!   creation and revocation (the rights themselves are in the domain).
 //! - [`rpc`]: generated code, conversions, the status mapping, one file per

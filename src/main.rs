@@ -143,9 +143,12 @@ async fn run() -> ExitCode {
                 .map_err(Into::into),
             None => Err("config print: no arguments".into()),
         },
-        Command::Restore { from, data_dir } => swarmdesk::backup::restore(&from, &data_dir)
-            .map(|count| println!("restored {count} records into {}", data_dir.display()))
-            .map_err(Into::into),
+        Command::Restore { from, data_dir } => {
+            let into = swarmdesk::store::sled::SledConfig::new(&data_dir);
+            swarmdesk::backup::restore(&from, &data_dir, &into)
+                .map(|count| println!("restored {count} records into {}", data_dir.display()))
+                .map_err(Into::into)
+        }
         Command::Bench(args) => bench::run(args).await.map_err(Into::into),
         Command::BenchBaseline { listen, data_dir } => {
             serve_baseline(listen, data_dir.as_deref()).await

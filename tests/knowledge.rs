@@ -2,6 +2,9 @@
 //! on new tickets and before them, deflections, reuse and capture on
 //! resolution, their counts in GetStats, the rules of articles, and the
 //! search index rebuilt from the store.
+//!
+//! One service end to end, in one file: its tests share one set-up of
+//! articles and experts.
 
 mod common;
 

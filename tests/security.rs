@@ -1,6 +1,9 @@
 //! Who may do what: every RPC against every role, bots and internal notes,
 //! revocation, bad tokens, secrets kept out of logs, TLS and mutual TLS,
 //! and the caps that keep one abusive client from hurting the others.
+//!
+//! Long on purpose: the role table is restated here whole, apart from the
+//! code it checks, so that a change to the rights shows up as a failure.
 
 mod common;
 

@@ -7,6 +7,9 @@
 //!
 //! A backend joins with an implementation of [`Backend`] and one line of
 //! [`contract_tests!`] at the bottom.
+//!
+//! Over 600 lines on purpose: one suite in one place, so that a backend is
+//! held to all of it by one line.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -295,6 +295,14 @@ pub trait Snapshot: Send + Sync + fmt::Debug + 'static {
     fn export(&self, each: &mut PairSink<'_>) -> Result<u64, StoreError>;
 }
 
+/// Where a backup is restored: an empty place for a state of the kind
+/// that exported it (offline: no server runs on it).
+pub trait Import {
+    /// Writes every pair into the empty place and makes them durable;
+    /// refuses a place that already holds a state.
+    fn import(&self, pairs: &mut dyn Iterator<Item = Pair>) -> Result<u64, StoreError>;
+}
+
 /// Every part of a backend, each as the trait its users need. Cheap to
 /// clone; each part goes only where it is used.
 #[derive(Clone, Debug)]

@@ -59,7 +59,6 @@ use self::apply::lock;
 pub use self::apply::SledState;
 use self::committer::{run_committer, Committer, Durable, Pending};
 use self::keys::{backend, blob_key, last_number, SCHEMA_KEY, SCHEMA_VERSION};
-pub use self::recovery::import;
 use super::{
     Appended, BlobStore, Change, DurableFuture, Entry, EventSink, Log, Lsn, PairSink, Snapshot,
     State, StoreError, TicketStore,

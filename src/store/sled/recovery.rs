@@ -1,13 +1,11 @@
 //! Opening sled, finishing or dropping a commit a crash cut short, and
 //! making a new store from exported pairs.
 
-use std::path::Path;
-
 use super::apply::write_derived;
 use super::keys::{backend, decode, key, u64_at, EventRecord};
 use super::SledConfig;
 use crate::domain::TicketState;
-use crate::store::{Pair, StoreError};
+use crate::store::{Import, Pair, StoreError};
 
 /// Finishes or drops the last commit after a crash (see the module doc):
 /// only the last commit in sled's recovered prefix can be incomplete.
@@ -53,27 +51,25 @@ pub(super) fn repair(tree: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates a new store at `path` from exported pairs (see
-/// [`Store::export`]); `path` must not hold a store yet.
-pub fn import(
-    path: &Path,
-    pairs: impl Iterator<Item = Result<Pair, StoreError>>,
-) -> Result<u64, StoreError> {
-    let db = open_db(&SledConfig::new(path))?;
-    if !db.is_empty() {
-        return Err(StoreError::Backend(format!(
-            "{} already holds a store",
-            path.display()
-        )));
+/// A new store at the config's path from exported pairs (see
+/// [`crate::store::Snapshot::export`]); the path must not hold a store yet.
+impl Import for SledConfig {
+    fn import(&self, pairs: &mut dyn Iterator<Item = Pair>) -> Result<u64, StoreError> {
+        let db = open_db(self)?;
+        if !db.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "{} already holds a store",
+                self.path.display()
+            )));
+        }
+        let mut count = 0;
+        for (k, v) in pairs {
+            db.insert(k, v).map_err(backend)?;
+            count += 1;
+        }
+        db.flush().map_err(backend)?;
+        Ok(count)
     }
-    let mut count = 0;
-    for pair in pairs {
-        let (k, v) = pair?;
-        db.insert(k, v).map_err(backend)?;
-        count += 1;
-    }
-    db.flush().map_err(backend)?;
-    Ok(count)
 }
 
 /// Opens sled, waiting briefly for a lock held by a store of this process
