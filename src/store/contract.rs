@@ -40,7 +40,7 @@ impl EventSink for Collect {
 }
 
 impl Collect {
-    fn positions(&self) -> Vec<u64> {
+    pub(super) fn positions(&self) -> Vec<u64> {
         self.0.lock().unwrap().clone()
     }
 }

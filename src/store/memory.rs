@@ -14,8 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Appended, BlobStore, Change, Commit, DurableFuture, Entry, EventSink, ExpertStore,
-    KnowledgeStore, Log, Lsn, PairSink, Snapshot, State, StoreError, TicketStore, TokenStore,
+    check_version, Appended, BlobStore, Change, Commit, DurableFuture, Entry, EventSink,
+    ExpertStore, KnowledgeStore, Log, Lsn, PairSink, Snapshot, State, StoreError, TicketStore,
+    TokenStore,
 };
 use crate::domain::model::Ticket;
 use crate::domain::stats::HOUR_MICROS;
@@ -85,14 +86,11 @@ fn is_live(status: TicketStatus) -> bool {
 
 fn check_expert(tables: &Tables, expert: &Expert) -> Result<(), StoreError> {
     let stored = tables.experts.get(&expert.id).map_or(0, |e| e.version);
-    if stored + 1 != expert.version {
-        return Err(StoreError::Conflict(format!(
-            "expert {} (stored version {stored}, expected {})",
-            expert.id,
-            expert.version.saturating_sub(1)
-        )));
-    }
-    Ok(())
+    check_version(
+        format_args!("expert {}", expert.id),
+        stored,
+        expert.version.saturating_sub(1),
+    )
 }
 
 impl MemoryState {
@@ -114,12 +112,11 @@ impl MemoryState {
         }
         let stored = tables.tickets.get(&id);
         let stored_version = stored.map_or(0, |(_, s)| s.version);
-        if stored_version != commit.expected_version {
-            return Err(StoreError::Conflict(format!(
-                "ticket {id} (stored version {stored_version}, expected {})",
-                commit.expected_version
-            )));
-        }
+        check_version(
+            format_args!("ticket {id}"),
+            stored_version,
+            commit.expected_version,
+        )?;
         let header = match (&commit.header, stored) {
             (Some(h), None) => h.clone(),
             (None, Some((h, _))) => h.clone(),
@@ -189,13 +186,11 @@ impl State for MemoryState {
             }
             Change::Article(article) => {
                 let stored = tables.articles.get(&article.id).map_or(0, |a| a.version);
-                if stored + 1 != article.version {
-                    return Err(StoreError::Conflict(format!(
-                        "article {} (stored version {stored}, expected {})",
-                        article.id,
-                        article.version.saturating_sub(1)
-                    )));
-                }
+                check_version(
+                    format_args!("article {}", article.id),
+                    stored,
+                    article.version.saturating_sub(1),
+                )?;
                 tables.generation += 1;
                 tables.articles.insert(article.id, article);
                 Ok(Vec::new())

@@ -78,6 +78,23 @@ pub enum StoreError {
     Closed,
 }
 
+/// The compare-and-swap of every versioned record (tickets, experts,
+/// articles): a change computed from version `expected` applies only if
+/// that is the version stored.
+pub(crate) fn check_version(
+    what: impl fmt::Display,
+    stored: u64,
+    expected: u64,
+) -> Result<(), StoreError> {
+    if stored == expected {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "{what} (stored version {stored}, expected {expected})"
+        )))
+    }
+}
+
 /// Receives durable events in position order, exactly once each.
 pub trait EventSink: Send + Sync + 'static {
     fn publish(&self, events: &[Arc<TicketEvent>]);

@@ -25,7 +25,7 @@ use super::keys::{
 };
 use crate::domain::model::Ticket;
 use crate::domain::{Expert, KnowledgeCounts, TicketEvent, TicketId, TicketState};
-use crate::store::{Change, Commit, Entry, StoreError};
+use crate::store::{check_version, Change, Commit, Entry, StoreError};
 
 /// How often commits save the status counts: whichever comes first.
 const COUNTS_EVERY: Duration = Duration::from_secs(1);
@@ -93,14 +93,11 @@ impl SledState {
 
     pub(super) fn check_expert_version(&self, expert: &Expert) -> Result<(), StoreError> {
         let stored = self.stored_expert(&expert.id)?.map_or(0, |e| e.version);
-        if stored + 1 != expert.version {
-            return Err(StoreError::Conflict(format!(
-                "expert {} (stored version {stored}, expected {})",
-                expert.id,
-                expert.version.saturating_sub(1)
-            )));
-        }
-        Ok(())
+        check_version(
+            format_args!("expert {}", expert.id),
+            stored,
+            expert.version.saturating_sub(1),
+        )
     }
 
     /// Applies one entry (see [`crate::store::State::apply`]). Every check
@@ -124,13 +121,11 @@ impl SledState {
             }
             Change::Article(article) => {
                 let stored = self.stored_article(article.id)?.map_or(0, |a| a.version);
-                if stored + 1 != article.version {
-                    return Err(StoreError::Conflict(format!(
-                        "article {} (stored version {stored}, expected {})",
-                        article.id,
-                        article.version.saturating_sub(1)
-                    )));
-                }
+                check_version(
+                    format_args!("article {}", article.id),
+                    stored,
+                    article.version.saturating_sub(1),
+                )?;
                 let generation = self.generation()? + 1;
                 let mut batch = sled::Batch::default();
                 batch.insert(&key(b'a', article.id.0), encode(&article)?);
@@ -173,12 +168,11 @@ impl SledState {
         }
         let stored = self.stored_state(id)?;
         let stored_version = stored.as_ref().map_or(0, |s| s.version);
-        if stored_version != commit.expected_version {
-            return Err(StoreError::Conflict(format!(
-                "ticket {id} (stored version {stored_version}, expected {})",
-                commit.expected_version
-            )));
-        }
+        check_version(
+            format_args!("ticket {id}"),
+            stored_version,
+            commit.expected_version,
+        )?;
         let header = match (&commit.header, stored_version) {
             (Some(h), 0) => h.clone(),
             (None, v) if v > 0 => self

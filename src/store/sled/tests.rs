@@ -1,7 +1,6 @@
 //! The sled backend's own tests: recovery, migrations, counts, group
 //! commit. What every backend must do is in the store's contract suite.
 
-use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use super::counts::{migrate_status_counts, StatusCounts};
@@ -14,19 +13,8 @@ use super::recovery::open_db;
 use super::*;
 use crate::domain::model::*;
 use crate::domain::{EventKind, SlaClocks};
+use crate::store::contract::Collect;
 use crate::store::{Commit, NewEvent};
-
-#[derive(Default)]
-struct Collect(StdMutex<Vec<u64>>);
-
-impl EventSink for Collect {
-    fn publish(&self, events: &[Arc<TicketEvent>]) {
-        self.0
-            .lock()
-            .unwrap()
-            .extend(events.iter().map(|e| e.position));
-    }
-}
 
 fn header(id: TicketId) -> Arc<TicketHeader> {
     Arc::new(TicketHeader {
@@ -83,7 +71,7 @@ async fn commits_survive_reopen_with_their_positions() {
         assert_eq!(b.events[0].position, 2);
         store.close().unwrap();
     }
-    assert_eq!(*sink.0.lock().unwrap(), vec![1, 2]);
+    assert_eq!(sink.positions(), vec![1, 2]);
     let store = SledStore::open(&SledConfig::new(dir.path()), sink).unwrap();
     assert_eq!(store.state.last_position(), 2);
     assert_eq!(store.state.idempotent("req-1").unwrap(), Some(1));
@@ -446,7 +434,7 @@ async fn concurrent_writers_are_all_made_durable_in_order() {
     // the sink (the reply does not wait for the fan-out); closing waits
     // for the committer, so every event has been handed over after it.
     store.close().unwrap();
-    let published = sink.0.lock().unwrap().clone();
+    let published = sink.positions();
     assert_eq!(published, (1..=640).collect::<Vec<u64>>());
 }
 
