@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use swarmdesk::rpc::pb;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 fn expect(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, mention: &str) {
     match result {
@@ -135,10 +136,20 @@ async fn bad_tickets_are_refused_with_the_field_named_and_nothing_stored() {
         ..base()
     };
     let status = tickets.create_ticket(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Just over the limit: gRPC's code, the limit named, a stable reason.
+    let over = pb::CreateTicketRequest {
+        description: "d".repeat(1024 * 1024 + 100),
+        ..base()
+    };
+    let status = tickets.create_ticket(over).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
-        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        status.message().contains("the limit is: 1048576 bytes"),
         "{status:?}"
     );
+    let info = status.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.reason, "MESSAGE_TOO_LARGE");
     let page = tickets
         .list_tickets(pb::ListTicketsRequest::default())
         .await

@@ -62,6 +62,43 @@ fn known_methods() -> &'static std::collections::HashSet<String> {
     })
 }
 
+/// What tonic says of a request over the decoding limit, with the status
+/// OUT_OF_RANGE; gRPC's convention (grpc-core's, and what `serve --help`
+/// promises) is RESOURCE_EXHAUSTED.
+const TOO_LARGE: &str = "Error, decoded message length too large: ";
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversized request as
+/// RESOURCE_EXHAUSTED, keeping the sizes it names, with an ErrorInfo
+/// (`MESSAGE_TOO_LARGE`). No handler of ours answers OUT_OF_RANGE, and
+/// the text is tonic's own, so nothing else is touched.
+fn oversized_is_resource_exhausted(headers: &mut http::HeaderMap) {
+    if headers.get("grpc-status").map(http::HeaderValue::as_bytes) != Some(b"11") {
+        return;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return;
+    };
+    let Some(sizes) = status.message().strip_prefix(TOO_LARGE) else {
+        return;
+    };
+    use tonic_types::{ErrorDetails, StatusExt};
+    let replaced = tonic::Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        format!("request message too large: {sizes} (the server's max_message_bytes)"),
+        ErrorDetails::with_error_info(
+            "MESSAGE_TOO_LARGE",
+            super::ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        ),
+    );
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        headers.remove(name);
+    }
+    if replaced.add_header(headers).is_err() {
+        tracing::warn!("cannot rewrite an oversized request's status");
+    }
+}
+
 /// The method label: served methods only, so that random paths cannot grow
 /// the label set without bound.
 fn method_label(path: &str) -> String {
@@ -90,7 +127,10 @@ where
         let started = Instant::now();
         let future = self.inner.call(request);
         Box::pin(async move {
-            let result = future.await;
+            let mut result = future.await;
+            if let Ok(response) = &mut result {
+                oversized_is_resource_exhausted(response.headers_mut());
+            }
             // tonic answers errors "trailers-only": the status is a header.
             let code = match &result {
                 Ok(response) => response
