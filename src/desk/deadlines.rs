@@ -70,6 +70,15 @@ impl Desk {
                 Deadline::OwnerAway(expert) => self.fire_owner_away(expert),
             };
             if let Err(e) = done {
+                if matches!(e, DeskError::CatchingUp(_)) {
+                    // Timers do not wait: the catch-up runs beside them.
+                    let desk = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = desk.ready().await {
+                            tracing::warn!(error = %e, "catching up from the log failed");
+                        }
+                    });
+                }
                 tracing::warn!(?deadline, error = %e, "deadline could not be acted on; retrying");
                 self.inner.timers.set(deadline, self.now() + 1_000_000);
             }

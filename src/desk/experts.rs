@@ -33,7 +33,7 @@ impl Desk {
     /// Creates an expert, or updates name, skills and capacity of one,
     /// keeping their load, presence and channels.
     pub async fn register_expert(&self, profile: ExpertProfile) -> Result<ExpertView, DeskError> {
-        self.check_running()?;
+        self.ready().await?;
         check_short_text("expert.display_name", &profile.display_name)?;
         check_skill_list("expert.skills", profile.skills.iter().map(|s| &s.tag))?;
         if profile.capacity > MAX_CAPACITY {
@@ -121,7 +121,7 @@ impl Desk {
         id: &ExpertId,
         presence: Presence,
     ) -> Result<ExpertView, DeskError> {
-        self.check_running()?;
+        self.ready().await?;
         let (view, lsn) = {
             let mut state = self.lock();
             let mut expert = state.expert(id)?.clone();
@@ -154,7 +154,7 @@ impl Desk {
         after_position: u64,
         stop: CancellationToken,
     ) -> Result<ExpertStream, DeskError> {
-        self.check_running()?;
+        self.ready().await?;
         if channels.len() > MAX_CHANNELS {
             return Err(DeskError::invalid(
                 "channels",

@@ -24,6 +24,7 @@ use self::routing::RoutingState;
 pub use self::tickets::{NewTicket, TicketPage, TicketQuery};
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -106,6 +107,14 @@ struct Inner {
     opened_at: UnixMicros,
     stats: Arc<StatsKeeper>,
     knowledge: Arc<KnowledgeBase>,
+    /// Set (under the routing lock) when an append was refused by the
+    /// log's fence or its outcome is unknown: the routing state may hold
+    /// what the log does not, and nothing is appended on it until it is
+    /// reloaded. An atomic, so that every operation can look without
+    /// taking the lock.
+    stale: AtomicBool,
+    /// Held while a stale routing state is brought up to date.
+    resync: tokio::sync::Mutex<()>,
 }
 
 /// What a desk is built from besides its storage and hub; the server hands
@@ -195,6 +204,8 @@ impl Desk {
                 opened_at,
                 stats,
                 knowledge,
+                stale: AtomicBool::new(false),
+                resync: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -249,9 +260,14 @@ impl Desk {
         Ok(())
     }
 
-    /// Appends `change` under the routing lock; a lost fence or an
-    /// unknown outcome resyncs before the error is returned.
+    /// Appends `change` under the routing lock. A stale routing state (see
+    /// [`Desk::resync_after`]) appends nothing until it is caught up.
     fn append(&self, state: &mut RoutingState, change: Change) -> Result<Appended, DeskError> {
+        if self.inner.stale.load(Ordering::Acquire) {
+            return Err(DeskError::CatchingUp(
+                "this node is catching up from the log; retry".into(),
+            ));
+        }
         self.inner
             .storage
             .log
@@ -275,36 +291,55 @@ impl Desk {
     }
 
     /// After a lost fence or an append whose outcome is unknown, what the
-    /// desk computed may not be in the log: it drops it, catches up from
-    /// the log and reloads the routing state from what it applied. Who is
-    /// online is this node's own knowledge and is kept. Other errors left
+    /// desk computed may not be in the log: the routing state is marked
+    /// stale, nothing is appended on it, and the next operation catches up
+    /// ([`Desk::ready`]) before it decides anything. Other errors left
     /// nothing behind and change nothing here. Returns `error`.
-    fn resync_after(&self, state: &mut RoutingState, error: DeskError) -> DeskError {
-        if !matches!(
+    /// `locked` is the routing state, so the caller holds the lock: no
+    /// append passes between the failure and the mark.
+    fn resync_after(&self, locked: &mut RoutingState, error: DeskError) -> DeskError {
+        if matches!(
             error,
             DeskError::NotWriter(_) | DeskError::OutcomeUnknown(_)
         ) {
-            return error;
-        }
-        tracing::warn!(%error, "routing state dropped; catching up from the log");
-        let reloaded = self
-            .inner
-            .storage
-            .log
-            .catch_up()
-            .map_err(DeskError::from)
-            .and_then(|()| RoutingState::load(&self.inner.storage, &self.inner.timers));
-        match reloaded {
-            Ok((mut fresh, _)) => {
-                fresh.online = std::mem::take(&mut state.online);
-                fresh.offline_since = std::mem::take(&mut state.offline_since);
-                *state = fresh;
-            }
-            // The next lost fence tries again; until then decisions rest on
-            // a cache the log's compare-and-swap still checks.
-            Err(e) => tracing::error!(error = %e, "cannot catch up from the log"),
+            tracing::warn!(%error, "routing state dropped; catching up from the log");
+            let _ = locked;
+            self.inner.stale.store(true, Ordering::Release);
         }
         error
+    }
+
+    /// Refuses work while shutting down, and brings a stale routing state
+    /// up to date: the log is read to its end and the routing state
+    /// reloaded from what was applied, on a blocking thread and outside
+    /// the routing lock (reading a replicated log crosses a network). Who
+    /// is online is this node's own knowledge and is kept.
+    async fn ready(&self) -> Result<(), DeskError> {
+        self.check_running()?;
+        if !self.inner.stale.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.inner.resync.lock().await;
+        if !self.inner.stale.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (storage, timers) = (self.inner.storage.clone(), self.inner.timers.clone());
+        let (fresh, live) = tokio::task::spawn_blocking(move || {
+            storage.log.catch_up()?;
+            RoutingState::load(&storage, &timers)
+        })
+        .await
+        .map_err(|e| DeskError::Storage(format!("catch-up task: {e}")))??;
+        // Nothing was appended meanwhile: a stale state appends nothing.
+        let mut state = self.lock();
+        let mut fresh = fresh;
+        fresh.online = std::mem::take(&mut state.online);
+        fresh.offline_since = std::mem::take(&mut state.offline_since);
+        *state = fresh;
+        self.inner.stale.store(false, Ordering::Release);
+        drop(state);
+        tracing::info!(live_tickets = live, "caught up from the log");
+        Ok(())
     }
 
     fn load_ticket(&self, id: TicketId) -> Result<Ticket, DeskError> {

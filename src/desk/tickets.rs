@@ -79,7 +79,7 @@ impl Desk {
         &self,
         new: NewTicket,
     ) -> Result<(Ticket, bool, Vec<Hit>), DeskError> {
-        self.check_running()?;
+        self.ready().await?;
         new.validate()?;
         let suggestions = self
             .inner
@@ -224,7 +224,7 @@ impl Desk {
     where
         F: FnOnce(&RoutingState, &Ticket) -> Result<Vec<Move>, DeskError>,
     {
-        self.check_running()?;
+        self.ready().await?;
         let (ticket, events, lsn) = {
             let mut state = self.lock();
             if let Some(position) = self.known_request(idempotency_key.as_deref())? {
