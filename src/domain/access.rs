@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::error::DeskError;
+use super::error::{quote, DeskError};
 use super::model::{ExpertId, TicketHeader, UnixMicros, Visibility};
 
 numbered_enum! {
@@ -40,7 +40,10 @@ impl BotName {
             .map_err(|_| {
                 DeskError::invalid(
                     field,
-                    format!("bot name {raw:?} does not match [A-Za-z0-9][A-Za-z0-9._@-]{{0,127}}"),
+                    format!(
+                        "bot name {} does not match [A-Za-z0-9][A-Za-z0-9._@-]{{0,127}}",
+                        quote(raw)
+                    ),
                 )
             })
     }
@@ -363,7 +366,10 @@ impl TokenId {
         } else {
             Err(DeskError::invalid(
                 field,
-                format!("token id {raw:?} is not of the form tok_<16 hex digits>"),
+                format!(
+                    "token id {} is not of the form tok_<16 hex digits>",
+                    quote(raw)
+                ),
             ))
         }
     }

@@ -138,11 +138,44 @@ fn held_text(held: &Option<Rank>) -> String {
     }
 }
 
+/// How much of an input an error may echo. A long input is cut here, so an
+/// error stays small whatever it was sent: stock gRPC clients refuse error
+/// metadata over 8-16 KiB and would lose the code and the field.
+pub const ECHO_CHARS: usize = 64;
+
+/// `raw`, quoted for an error: whole if short, else its first
+/// [`ECHO_CHARS`] characters and its length in bytes.
+pub fn quote(raw: &str) -> String {
+    match raw.char_indices().nth(ECHO_CHARS) {
+        None => format!("{raw:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &raw[..cut], raw.len()),
+    }
+}
+
 impl DeskError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         DeskError::Invalid {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_input_is_echoed_as_a_short_prefix_and_its_size() {
+        assert_eq!(quote("vpn"), "\"vpn\"");
+        let long = "é".repeat(5_000);
+        let quoted = quote(&long);
+        assert!(quoted.starts_with(&format!("\"{}\"…", "é".repeat(ECHO_CHARS))));
+        assert!(quoted.ends_with("(10000 bytes)"), "{quoted}");
+        assert!(quoted.len() < 200);
+        assert_eq!(
+            quote(&"x".repeat(ECHO_CHARS)),
+            format!("{:?}", "x".repeat(ECHO_CHARS))
+        );
     }
 }

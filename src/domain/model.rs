@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::DeskError;
+use super::error::{quote, DeskError};
 use super::sla::SlaClocks;
 
 /// Longest title, in characters.
@@ -48,7 +48,10 @@ impl Tag {
         } else {
             Err(DeskError::invalid(
                 field,
-                format!("tag {raw:?} does not match [a-z0-9][a-z0-9._-]{{0,63}}"),
+                format!(
+                    "tag {} does not match [a-z0-9][a-z0-9._-]{{0,63}}",
+                    quote(raw)
+                ),
             ))
         }
     }
@@ -83,7 +86,10 @@ impl ExpertId {
         } else {
             Err(DeskError::invalid(
                 field,
-                format!("expert id {raw:?} does not match [A-Za-z0-9][A-Za-z0-9._@-]{{0,127}}"),
+                format!(
+                    "expert id {} does not match [A-Za-z0-9][A-Za-z0-9._@-]{{0,127}}",
+                    quote(raw)
+                ),
             ))
         }
     }
@@ -125,7 +131,7 @@ pub fn parse_numbered_id(
         .ok_or_else(|| {
             DeskError::invalid(
                 field,
-                format!("{what} {raw:?} is not of the form {prefix}<n>"),
+                format!("{what} {} is not of the form {prefix}<n>", quote(raw)),
             )
         })
 }
@@ -176,7 +182,7 @@ macro_rules! numbered_enum {
                     .find(|v| v.label() == lower)
                     .ok_or_else(|| {
                         let all: Vec<&str> = $name::ALL.iter().map(|v| v.label()).collect();
-                        format!("{s:?} is not one of {}", all.join(", "))
+                        format!("{} is not one of {}", $crate::domain::error::quote(s), all.join(", "))
                     })
             }
         }

@@ -16,7 +16,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::error::DeskError;
+use super::error::{quote, DeskError};
 use super::model::{Priority, TicketState, TicketStatus, UnixMicros};
 
 /// Microseconds of working time.
@@ -66,7 +66,10 @@ impl WorkingHours {
         let bad = || {
             DeskError::invalid(
                 field,
-                format!("{raw:?} is not working hours of the form HH:MM-HH:MM"),
+                format!(
+                    "{} is not working hours of the form HH:MM-HH:MM",
+                    quote(raw)
+                ),
             )
         };
         let minutes = |s: &str| -> Option<u16> {
@@ -82,7 +85,7 @@ impl WorkingHours {
         if open >= close {
             return Err(DeskError::invalid(
                 field,
-                format!("{raw:?} closes before it opens"),
+                format!("{} closes before it opens", quote(raw)),
             ));
         }
         Ok(WorkingHours { open, close })
