@@ -115,7 +115,7 @@ impl From<DeskError> for Status {
         };
         let details = match &error {
             DeskError::Invalid { field, reason } => {
-                ErrorDetails::with_bad_request_violation(field.clone(), reason.clone())
+                ErrorDetails::with_bad_request_violation(bounded(field, 128), bounded(reason, 512))
             }
             DeskError::RateLimited { retry_after } => {
                 // RetryInfo is what gRPC clients' retry policies read.
@@ -125,7 +125,17 @@ impl From<DeskError> for Status {
             }
             other => ErrorDetails::with_error_info(reason, ERROR_DOMAIN, error_metadata(other)),
         };
-        Status::with_error_details(code, error.to_string(), details)
+        Status::with_error_details(code, bounded(&error.to_string(), 768), details)
+    }
+}
+
+/// `text`, cut to `max` characters. Inputs are already echoed short
+/// (`domain::error::quote`); this keeps every error under 2 KiB as sent,
+/// whatever a future message puts in it, so a stock client can read it.
+fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
     }
 }
 
