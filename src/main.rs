@@ -155,6 +155,13 @@ async fn run() -> ExitCode {
         }
         Command::Client(command) => cli::run(&cli.client, command).await.map_err(Into::into),
     };
+    if let Err(e) = &result {
+        if let Some(server::ServerError::RestartNeeded(_)) = e.downcast_ref::<server::ServerError>()
+        {
+            eprintln!("swarmdesk: {e}");
+            return ExitCode::from(server::EXIT_RESTART);
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

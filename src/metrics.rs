@@ -32,6 +32,9 @@ pub struct Metrics {
     pub tickets_waiting: IntGauge,
     /// Tickets in each status, kept by the store as tickets move.
     pub tickets_by_status: IntGaugeVec,
+    /// 1 while writes are refused, by reason (`disk_full`, `unwritable`,
+    /// `failed`): why health says NOT_SERVING.
+    pub store_refusing_writes: IntGaugeVec,
     /// How tickets got their owners.
     pub routing: IntCounterVec,
     /// Time to write one commit to the store (before durability).
@@ -102,6 +105,17 @@ impl Metrics {
                 &registry,
                 IntGaugeVec::new(Opts::new("tickets", "Tickets by status"), &["status"])
                     .unwrap_or_else(|e| panic!("metric tickets: {e}")),
+            ),
+            store_refusing_writes: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "store_refusing_writes",
+                        "1 while the store refuses writes, by reason (disk_full, unwritable, failed)",
+                    ),
+                    &["reason"],
+                )
+                .unwrap_or_else(|e| panic!("metric store_refusing_writes: {e}")),
             ),
             routing: register(
                 &registry,

@@ -116,6 +116,11 @@ impl ServerConfig {
 pub enum ServerError {
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    /// The store refused writes ({0}) and the disk is writable again: the
+    /// server stopped in order to be started again, which recovers the
+    /// store ([`EXIT_RESTART`]).
+    #[error("restart needed: the store refused writes ({0}); the data dir is writable again")]
+    RestartNeeded(String),
     #[error("{0}")]
     Desk(#[from] crate::domain::DeskError),
     #[error("cannot create data dir {path}: {source}")]
@@ -194,12 +199,14 @@ pub async fn open_desk(config: &ServerConfig) -> Result<Served, ServerError> {
     let served = tokio::task::spawn_blocking(move || -> Result<Served, ServerError> {
         let parts = DeskParts::open(&storage, limits, &options)?;
         let snapshot = storage.snapshot.clone();
+        let log = storage.log.clone();
         let desk = Desk::open(storage, hub, parts.clone(), options)?;
         Ok(Served {
             desk,
             tokens: parts.tokens,
             knowledge: parts.knowledge,
             snapshot,
+            log,
         })
     })
     .await??;
@@ -409,7 +416,9 @@ pub async fn run(
     };
     let desk_handle = served.desk.clone();
     let tokens = served.tokens.clone();
+    let log = served.log.clone();
     let _ = cell.set(served);
+    let restart = Arc::new(std::sync::OnceLock::new());
     if stop.is_cancelled() {
         // The signal came during recovery: the drain has already run.
         desk_handle.begin_shutdown();
@@ -417,6 +426,13 @@ pub async fn run(
         set_health(&health, ServingStatus::Serving).await;
         tracing::info!(?addr, data_dir = %config.data_dir.display(), tls = config.tls.is_some(), auth = ?config.auth, "serving");
         tokio::spawn(save_token_use(tokens, stop.clone()));
+        tokio::spawn(watch_store(
+            log,
+            config.data_dir.clone(),
+            health.clone(),
+            stop.clone(),
+            restart.clone(),
+        ));
         desk_handle.start_background(stop.clone());
     }
 
@@ -435,8 +451,86 @@ pub async fn run(
             Ok(())
         }
     };
-    desk_handle.close().await?;
+    let closed = desk_handle.close().await;
+    if let Some(why) = restart.get() {
+        return Err(ServerError::RestartNeeded(why.clone()));
+    }
+    closed?;
     result
+}
+
+/// The exit status of a server that stopped to be restarted (EX_TEMPFAIL):
+/// the systemd unit and Kubernetes start it again.
+pub const EXIT_RESTART: u8 = 75;
+
+/// How often health looks at the store, and a failed store at its disk.
+const STORE_WATCH: Duration = Duration::from_millis(250);
+const DISK_PROBE: Duration = Duration::from_secs(1);
+
+/// While the store refuses writes (a full or unwritable disk), health says
+/// NOT_SERVING and a metric says why; reads go on. Once the data dir can
+/// be written again the server shuts down in order, asking to be started
+/// again (`RestartNeeded`, a distinct exit status): the restart recovers
+/// the store, which sled cannot do in the process that saw it fail.
+async fn watch_store(
+    log: Arc<dyn crate::store::Log>,
+    data_dir: PathBuf,
+    health: HealthReporter,
+    stop: CancellationToken,
+    restart: Arc<std::sync::OnceLock<String>>,
+) {
+    let mut every = tokio::time::interval(STORE_WATCH);
+    let failure = loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Some(failure) = log.failure() {
+            break failure;
+        }
+    };
+    let reason = match &failure {
+        crate::store::StoreError::DiskFull { .. } => "disk_full",
+        crate::store::StoreError::DiskFailed { .. } => "unwritable",
+        _ => "failed",
+    };
+    crate::metrics::metrics()
+        .store_refusing_writes
+        .with_label_values(&[reason])
+        .set(1);
+    tracing::error!(error = %failure, "the store refuses writes; health is NOT_SERVING, reads go on");
+    set_health(&health, ServingStatus::NotServing).await;
+    let mut every = tokio::time::interval(DISK_PROBE);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let dir = data_dir.clone();
+        let writable = tokio::task::spawn_blocking(move || probe_disk(&dir))
+            .await
+            .is_ok_and(|probed| probed.is_ok());
+        if writable {
+            tracing::warn!(data_dir = %data_dir.display(), "the data dir can be written again: shutting down to be restarted with the store recovered");
+            let _ = restart.set(failure.to_string());
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// Whether the data dir takes a durable write of some room again (1 MiB,
+/// written, synced and removed).
+fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".swarmdesk-space-probe");
+    let written = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&vec![0u8; 1024 * 1024])?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    written
 }
 
 /// Stores tokens' last-use times once a minute (they change on every call,

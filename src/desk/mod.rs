@@ -52,6 +52,10 @@ impl From<StoreError> for DeskError {
             StoreError::Timeout(what) => DeskError::OutcomeUnknown(what),
             StoreError::Unavailable(what) => DeskError::StorageUnavailable(what),
             StoreError::Closed => DeskError::ShuttingDown,
+            StoreError::DiskFull { data_dir } => DeskError::DiskFull { data_dir },
+            StoreError::DiskFailed { data_dir, reason } => {
+                DeskError::DiskFailed { data_dir, reason }
+            }
             other @ (StoreError::Corrupt(_) | StoreError::Backend(_)) => {
                 DeskError::Storage(other.to_string())
             }

@@ -120,6 +120,17 @@ pub enum DeskError {
     #[error("storage unavailable: {0}; retry shortly")]
     StorageUnavailable(String),
 
+    /// The disk of the data dir is full; nothing was written. Reads go on.
+    #[error(
+        "no space left on the disk of data dir {data_dir}: writes are refused until space is freed"
+    )]
+    DiskFull { data_dir: String },
+
+    /// The data dir cannot be written (read-only, an I/O error); nothing
+    /// was written. Reads go on.
+    #[error("data dir {data_dir} cannot be written ({reason}): writes are refused")]
+    DiskFailed { data_dir: String, reason: String },
+
     #[error("storage failure: {0}")]
     Storage(String),
 }

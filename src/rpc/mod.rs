@@ -45,6 +45,8 @@ pub struct Served {
     pub knowledge: std::sync::Arc<crate::knowledge::KnowledgeBase>,
     /// What a backup copies.
     pub snapshot: std::sync::Arc<dyn crate::store::Snapshot>,
+    /// The log, whose failure health reports.
+    pub log: std::sync::Arc<dyn crate::store::Log>,
 }
 
 /// What is served, set once the store is open and recovery is done; the
@@ -103,6 +105,8 @@ impl From<DeskError> for Status {
             DeskError::NotWriter(_) => (Code::Aborted, "NOT_WRITER"),
             DeskError::OutcomeUnknown(_) => (Code::Unavailable, "OUTCOME_UNKNOWN"),
             DeskError::StorageUnavailable(_) => (Code::Unavailable, "STORAGE_UNAVAILABLE"),
+            DeskError::DiskFull { .. } => (Code::ResourceExhausted, "DISK_FULL"),
+            DeskError::DiskFailed { .. } => (Code::Unavailable, "DATA_DIR_UNWRITABLE"),
             DeskError::Storage(detail) => {
                 // Logged once here; the client gets no internals.
                 tracing::error!(%detail, "storage failure");
@@ -209,6 +213,9 @@ fn error_metadata(error: &DeskError) -> HashMap<String, String> {
         } => {
             put("expert_id", expert.to_string());
             put("capacity", capacity.to_string());
+        }
+        DeskError::DiskFull { data_dir } | DeskError::DiskFailed { data_dir, .. } => {
+            put("data_dir", data_dir.clone());
         }
         DeskError::Invalid { .. }
         | DeskError::PermissionDenied(_)

@@ -560,6 +560,10 @@ impl Log for MemoryLog {
         self.apply_entries(true).map(drop)
     }
 
+    fn failure(&self) -> Option<StoreError> {
+        None
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         lock(&self.writer).closed = true;
         Ok(())

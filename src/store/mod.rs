@@ -54,7 +54,7 @@ use crate::domain::{
 /// A write's place in the log's order (on this node).
 pub type Lsn = u64;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A compare-and-swap lost: the stored version was not the expected one.
     #[error("version conflict on {0}")]
@@ -70,6 +70,13 @@ pub enum StoreError {
     /// The backend cannot be reached now; nothing was written.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The disk holding the data dir is full: nothing more can be stored
+    /// until space is freed.
+    #[error("no space left on the disk of data dir {data_dir}")]
+    DiskFull { data_dir: String },
+    /// The data dir cannot be written (read-only, or an I/O error).
+    #[error("data dir {data_dir} cannot be written: {reason}")]
+    DiskFailed { data_dir: String, reason: String },
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("storage backend failed: {0}")]
@@ -209,6 +216,10 @@ pub trait Log: Send + Sync + fmt::Debug + 'static {
     /// [`StoreError::Fenced`] or [`StoreError::Timeout`]). A single-node
     /// log has no other writer: nothing to do.
     fn catch_up(&self) -> Result<(), StoreError>;
+
+    /// Why appends are refused now, if they are (a full or failed disk):
+    /// what health reports while it lasts.
+    fn failure(&self) -> Option<StoreError>;
 
     /// Makes everything durable and stops the background work.
     fn close(&self) -> Result<(), StoreError>;

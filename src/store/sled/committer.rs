@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::apply::lock;
+use super::keys::{backend, disk, in_dir};
 use crate::domain::TicketEvent;
-use crate::store::{EventSink, Lsn};
+use crate::store::{EventSink, Lsn, StoreError};
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct Durable {
     pub(super) lsn: Lsn,
-    pub(super) failed: Option<String>,
+    /// Why writes are refused, once a write or a flush failed.
+    pub(super) failed: Option<StoreError>,
 }
 
 /// What appends hand the committer: writes done, events to publish.
@@ -41,6 +43,8 @@ pub(super) struct Pending {
 
 pub(super) struct Committer {
     pub(super) tree: sled::Db,
+    /// The data dir, named by errors about its disk.
+    pub(super) path: std::path::PathBuf,
     /// sled's log file, for the fdatasync that `flush` leaves out.
     pub(super) log_file: File,
     /// Writes not yet durable; the committer waits on `wake`.
@@ -63,14 +67,17 @@ impl Committer {
         }
     }
 
-    pub(super) fn failed(&self) -> Option<String> {
+    pub(super) fn failed(&self) -> Option<StoreError> {
         self.durable.borrow().failed.clone()
     }
 
     /// Refuses every later write until a restart (whose repair finishes or
-    /// drops a commit cut short).
-    pub(super) fn fail(&self, reason: String) {
-        self.durable.send_modify(|d| d.failed = Some(reason));
+    /// drops a commit cut short); the first failure is the one kept.
+    pub(super) fn fail(&self, error: StoreError) {
+        let error = in_dir(error, &self.path);
+        self.durable.send_modify(|d| {
+            d.failed.get_or_insert(error);
+        });
     }
 
     pub(super) fn begin_close(&self) {
@@ -128,11 +135,12 @@ pub(super) fn run_committer(shared: &Committer) {
             let synced = shared
                 .tree
                 .flush()
-                .map_err(|e| e.to_string())
-                .and_then(|_| shared.log_file.sync_data().map_err(|e| e.to_string()));
-            if let Err(reason) = synced {
-                tracing::error!(%reason, "store flush failed; refusing further writes");
-                shared.fail(reason);
+                .map_err(backend)
+                .and_then(|_| shared.log_file.sync_data().map_err(|e| disk(&e, "")));
+            if let Err(error) = synced {
+                let error = in_dir(error, &shared.path);
+                tracing::error!(%error, "store flush failed; refusing further writes");
+                shared.fail(error);
                 return;
             }
             crate::metrics::metrics()

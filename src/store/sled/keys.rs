@@ -99,7 +99,40 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(
 }
 
 pub(super) fn backend(e: sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    match e {
+        sled::Error::Io(io) => disk(&io, ""),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+/// An I/O error of the data dir at `data_dir` (empty: not known here; the
+/// store names it before the error leaves it), by kind: a full disk, or
+/// any other failure to write.
+pub(super) fn disk(io: &std::io::Error, data_dir: &str) -> StoreError {
+    // ENOSPC, and EDQUOT (a quota is a full disk to us).
+    if io.kind() == std::io::ErrorKind::StorageFull || matches!(io.raw_os_error(), Some(28 | 122)) {
+        StoreError::DiskFull {
+            data_dir: data_dir.to_owned(),
+        }
+    } else {
+        StoreError::DiskFailed {
+            data_dir: data_dir.to_owned(),
+            reason: io.to_string(),
+        }
+    }
+}
+
+/// `error`, naming the data dir if it is about the disk.
+pub(super) fn in_dir(error: StoreError, path: &std::path::Path) -> StoreError {
+    let dir = path.display().to_string();
+    match error {
+        StoreError::DiskFull { .. } => StoreError::DiskFull { data_dir: dir },
+        StoreError::DiskFailed { reason, .. } => StoreError::DiskFailed {
+            data_dir: dir,
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// Whether a ticket in `status` is loaded at start-up (it may still have an

@@ -118,6 +118,7 @@ impl SledStore {
         let (durable, _) = watch::channel(Durable::default());
         let committer = Arc::new(Committer {
             tree: db.clone(),
+            path: config.path.clone(),
             log_file,
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
@@ -148,9 +149,7 @@ impl SledStore {
 
     fn refuse_if_failed(&self) -> Result<(), StoreError> {
         match self.committer.failed() {
-            Some(reason) => Err(StoreError::Backend(format!(
-                "store failed earlier: {reason}"
-            ))),
+            Some(error) => Err(error),
             None => Ok(()),
         }
     }
@@ -159,8 +158,12 @@ impl SledStore {
     /// (whose repair finishes or drops the cut commit). A refused check
     /// wrote nothing and leaves the store as it was.
     fn poison(&self, error: StoreError) -> StoreError {
-        if matches!(error, StoreError::Backend(_)) {
-            self.committer.fail(error.to_string());
+        let error = keys::in_dir(error, &self.committer.path);
+        if matches!(
+            error,
+            StoreError::Backend(_) | StoreError::DiskFull { .. } | StoreError::DiskFailed { .. }
+        ) {
+            self.committer.fail(error.clone());
         }
         error
     }
@@ -267,13 +270,10 @@ impl Log for SledStore {
                 .wait_for(|d| d.lsn >= lsn || d.failed.is_some())
                 .await
                 .map_err(|_| StoreError::Closed)?;
-            if state.lsn >= lsn {
-                Ok(())
-            } else {
-                Err(StoreError::Backend(format!(
-                    "flush failed: {}",
-                    state.failed.clone().unwrap_or_default()
-                )))
+            match &state.failed {
+                _ if state.lsn >= lsn => Ok(()),
+                Some(error) => Err(error.clone()),
+                None => Err(StoreError::Backend("flush failed".into())),
             }
         })
     }
@@ -285,6 +285,10 @@ impl Log for SledStore {
     fn catch_up(&self) -> Result<(), StoreError> {
         // One process holds the data dir: nobody else appends.
         Ok(())
+    }
+
+    fn failure(&self) -> Option<StoreError> {
+        self.committer.failed()
     }
 
     fn close(&self) -> Result<(), StoreError> {
@@ -299,7 +303,15 @@ impl Log for SledStore {
             }
         }
         match self.committer.failed() {
-            Some(reason) => Err(StoreError::Backend(reason)),
+            Some(error) => {
+                // sled makes its log stable once more when its last handle
+                // drops, and on a full or failed disk that never returns:
+                // one handle is let go of instead, so that closing (and the
+                // process's exit) cannot hang. Nothing is lost: what was
+                // acknowledged was flushed, and the rest is refused.
+                std::mem::forget(self.state.tree.clone());
+                Err(error)
+            }
             None => Ok(()),
         }
     }

@@ -1,0 +1,207 @@
+//! A full disk, on a small tmpfs this test mounts for itself (skipped, with
+//! the reason printed, where the machine does not allow mounting): writes
+//! are refused with RESOURCE_EXHAUSTED `DISK_FULL` naming the data dir,
+//! reads go on, health turns NOT_SERVING; once space is freed the server
+//! stops in order with its restart status, and started again it has every
+//! acknowledged ticket and takes writes. SIGTERM on a full disk ends it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::process::*;
+use common::*;
+use swarmdesk::rpc::pb;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_types::StatusExt;
+
+/// A tmpfs of `mib` MiB, unmounted when dropped.
+struct Tmpfs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None`, with the reason printed, where mounting is not allowed.
+    fn mount(mib: u32) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(Tmpfs { path, _dir: dir }),
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount here ({e})");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Takes `mib` MiB of the tmpfs, to be given back later.
+fn fill(dir: &Path, mib: usize) -> PathBuf {
+    let path = dir.join("filler");
+    std::fs::write(&path, vec![7u8; mib * 1024 * 1024]).unwrap();
+    path
+}
+
+fn ticket(n: usize) -> pb::CreateTicketRequest {
+    pb::CreateTicketRequest {
+        title: format!("ticket {n}"),
+        description: "d".repeat(60 * 1024),
+        requester: "cust".into(),
+        request_id: format!("fill-{n}"),
+        ..Default::default()
+    }
+}
+
+async fn health(addr: std::net::SocketAddr) -> Option<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
+}
+
+/// Creates tickets until the disk is full; returns the ids of those
+/// acknowledged, and the refusal.
+async fn create_until_full(server: &Process, data_dir: &Path) -> (Vec<String>, tonic::Status) {
+    let c = Clients::new(connect(server.addr).await, Some(&admin_token(data_dir)));
+    let mut acknowledged = Vec::new();
+    for n in 0..1_000 {
+        match c.tickets.clone().create_ticket(ticket(n)).await {
+            Ok(reply) => acknowledged.push(reply.into_inner().ticket.unwrap().id),
+            Err(status) => return (acknowledged, status),
+        }
+    }
+    panic!("the disk never filled");
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_restart() {
+    let Some(disk) = Tmpfs::mount(12) else {
+        return;
+    };
+    let data_dir = disk.path.join("data");
+    let filler = fill(&disk.path, 3);
+    let mut server = start(&data_dir);
+    let (acknowledged, refused) = create_until_full(&server, &data_dir).await;
+    assert!(!acknowledged.is_empty(), "nothing fitted: {refused:?}");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let info = refused.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.reason, "DISK_FULL");
+    assert_eq!(
+        info.metadata.get("data_dir"),
+        Some(&data_dir.display().to_string())
+    );
+    assert!(refused.message().contains(&data_dir.display().to_string()));
+
+    // Reads go on; health says NOT_SERVING while writes cannot be stored.
+    let c = Clients::new(
+        connect_when_up(server.addr).await,
+        Some(&admin_token(&data_dir)),
+    );
+    let first = c
+        .tickets
+        .clone()
+        .get_ticket(pb::GetTicketRequest {
+            id: acknowledged[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.title, "ticket 0");
+    let mut status = None;
+    for _ in 0..400 {
+        status = health(server.addr).await;
+        if status == Some(ServingStatus::NotServing as i32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(ServingStatus::NotServing as i32));
+
+    // Space is freed: the server stops in order, asking to be restarted.
+    std::fs::remove_file(&filler).unwrap();
+    let exit = wait_exit(&mut server.child).await;
+    assert_eq!(exit.code(), Some(75), "{exit:?}");
+
+    // Started again: every acknowledged ticket is there, writes resume.
+    let server = start(&data_dir);
+    let c = Clients::new(connect(server.addr).await, Some(&admin_token(&data_dir)));
+    for id in &acknowledged {
+        c.tickets
+            .clone()
+            .get_ticket(pb::GetTicketRequest { id: id.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged {id} lost: {e:?}"));
+    }
+    c.tickets
+        .clone()
+        .create_ticket(pb::CreateTicketRequest {
+            title: "after".into(),
+            requester: "cust".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_on_a_full_disk_ends_the_server() {
+    let Some(disk) = Tmpfs::mount(12) else {
+        return;
+    };
+    let data_dir = disk.path.join("data");
+    let _filler = fill(&disk.path, 3);
+    let mut server = start_with(&data_dir, |command| {
+        command
+            .args(["--shutdown-grace", "2"])
+            .env("SWARMDESK_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+    });
+    let (_, refused) = create_until_full(&server, &data_dir).await;
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    sigterm(&server.child);
+    // wait_exit fails the test if the process hangs (sled's final flush
+    // on a full disk never returned, before).
+    let exit = wait_exit(&mut server.child).await;
+    assert!(exit.code().is_some(), "{exit:?}");
+}
+
+/// A channel once the server answers at all (health may be NOT_SERVING).
+async fn connect_when_up(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
