@@ -340,6 +340,9 @@ impl Desk {
         fresh.online = std::mem::take(&mut state.online);
         fresh.offline_since = std::mem::take(&mut state.offline_since);
         *state = fresh;
+        crate::metrics::metrics()
+            .tickets_waiting
+            .set(state.pending.len() as i64);
         self.inner.stale.store(false, Ordering::Release);
         drop(state);
         tracing::info!(live_tickets = live, "caught up from the log");
