@@ -42,6 +42,7 @@ pub mod listener;
 pub mod metrics;
 pub mod rpc;
 pub mod server;
+pub mod sim;
 pub mod stats;
 pub mod store;
 pub mod timers;

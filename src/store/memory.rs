@@ -417,6 +417,12 @@ impl MemoryLog {
         &self.state
     }
 
+    /// The last sequence this node applied (its state is the log's prefix
+    /// up to it).
+    pub fn applied(&self) -> u64 {
+        lock(&self.writer).applied
+    }
+
     /// Makes a coming append meet `fault` (after those already queued).
     pub fn inject(&self, fault: Fault) {
         lock(&self.faults).push_back(fault);
