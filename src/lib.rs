@@ -26,6 +26,7 @@
 //! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
 //! - [`cli`]: the `swarmdesk` command's client subcommands.
 //! - [`bench`]: `swarmdesk bench`, the benchmark against a bare baseline.
+//! - [`sim`]: the deterministic simulation of the desk over a faulty log.
 #![forbid(unsafe_code)]
 
 pub mod auth;
