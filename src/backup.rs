@@ -221,4 +221,38 @@ mod tests {
             Err(BackupError::NotABackup)
         ));
     }
+
+    #[test]
+    fn any_damage_to_a_backup_is_refused_without_a_panic() {
+        let good = sample();
+        let mut seed: u64 = 0x0BAC_CAFE;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..20_000 {
+            let mut bad = good.clone();
+            match next() % 4 {
+                0 => bad.truncate((next() as usize) % good.len()),
+                1 => {
+                    let at = (next() as usize) % bad.len();
+                    bad[at] ^= 1 << (next() % 8);
+                }
+                2 => {
+                    let at = (next() as usize) % bad.len();
+                    bad.insert(at, next() as u8);
+                }
+                _ => {
+                    let at = (next() as usize) % bad.len();
+                    bad.remove(at);
+                }
+            }
+            assert!(
+                read_backup(&bad[..]).is_err(),
+                "case {case} was read as whole"
+            );
+        }
+    }
 }
