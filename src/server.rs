@@ -312,6 +312,12 @@ pub async fn run(
         .transpose()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
+    // Alive from here until the process ends, whatever the store does: a
+    // liveness probe must not restart a server that is only refusing
+    // writes (its readiness, the other names, says so).
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     let cell: DeskCell = Arc::new(OnceLock::new());
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -458,6 +464,11 @@ pub async fn run(
     closed?;
     result
 }
+
+/// The health service name that answers SERVING while the process runs, for
+/// liveness probes; the whole server's (`""`) and each service's say whether
+/// it serves (readiness).
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// The exit status of a server that stopped to be restarted (EX_TEMPFAIL):
 /// the systemd unit and Kubernetes start it again.

@@ -147,6 +147,17 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, Some(ServingStatus::NotServing as i32));
+    // Alive, though: a liveness probe does not restart it.
+    let channel = connect_when_up(server.addr).await;
+    let alive = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: swarmdesk::server::LIVENESS_SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(alive, ServingStatus::Serving as i32);
 
     // Space is freed: the server stops in order, asking to be restarted.
     std::fs::remove_file(&filler).unwrap();
