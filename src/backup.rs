@@ -225,13 +225,8 @@ mod tests {
     #[test]
     fn any_damage_to_a_backup_is_refused_without_a_panic() {
         let good = sample();
-        let mut seed: u64 = 0x0BAC_CAFE;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::sim::Rng::new(0x0BAC_CAFE);
+        let mut next = || rng.next_u64();
         for case in 0..20_000 {
             let mut bad = good.clone();
             match next() % 4 {

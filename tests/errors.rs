@@ -18,6 +18,7 @@ use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FileDescriptorSet};
 use swarmdesk::rpc::pb;
+use swarmdesk::sim::Rng;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -121,24 +122,6 @@ fn string_fields(
     found
 }
 
-/// A seeded generator (xorshift64*), so a failing case replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Random text: mostly short, sometimes long, with control characters,
 /// quotes, non-ASCII and the separators our ids use.
 fn random_text(rng: &mut Rng) -> Vec<u8> {
@@ -151,7 +134,7 @@ fn random_text(rng: &mut Rng) -> Vec<u8> {
     };
     let mut text = String::new();
     for _ in 0..len {
-        text.push_str(PIECES[rng.below(PIECES.len() as u64) as usize]);
+        text.push_str(PIECES[rng.below(PIECES.len())]);
     }
     text.into_bytes()
 }
@@ -172,7 +155,7 @@ fn random_request(
     for f in &descriptor.field {
         let times = match (rng.below(2), f.label() == Label::Repeated) {
             (0, _) => 0,
-            (_, true) => 1 + rng.below(3),
+            (_, true) => 1 + rng.below(3) as u64,
             (_, false) => 1,
         };
         for _ in 0..times {
@@ -180,13 +163,13 @@ fn random_request(
             let as_varint = |rng: &mut Rng, out: &mut Vec<u8>| {
                 varint(number << 3, out);
                 let value = match rng.below(4) {
-                    0 => rng.next(),
+                    0 => rng.next_u64(),
                     1 => u64::MAX,
-                    _ => rng.below(8),
+                    _ => rng.below(8) as u64,
                 };
                 varint(value, out);
             };
-            if rng.below(20) == 0 {
+            if rng.chance(5) {
                 // The wrong wire type for the field.
                 as_varint(rng, &mut out);
                 continue;
@@ -200,7 +183,7 @@ fn random_request(
                     let body = if depth == 0 || inner.starts_with("google.") {
                         let mut t = Vec::new();
                         varint(8, &mut t);
-                        varint(rng.next() >> 1, &mut t);
+                        varint(rng.next_u64() >> 1, &mut t);
                         t
                     } else {
                         random_request(rng, messages, inner, depth - 1)
@@ -220,6 +203,61 @@ fn request(numbers: &[i32], value: &[u8]) -> Vec<u8> {
         [] => value.to_vec(),
         [last] => field(*last, value),
         [first, rest @ ..] => field(*first, &request(rest, value)),
+    }
+}
+
+/// One RPC of the API, as its descriptors give it.
+struct Method {
+    name: String,
+    path: http::uri::PathAndQuery,
+    input: String,
+    streaming: bool,
+}
+
+/// The API's messages by full name, and every RPC the server serves.
+fn api() -> (HashMap<String, DescriptorProto>, Vec<Method>) {
+    let set = FileDescriptorSet::decode(swarmdesk::rpc::pb::FILE_DESCRIPTOR_SET).unwrap();
+    let mut messages = HashMap::new();
+    for file in &set.file {
+        for m in &file.message_type {
+            messages.insert(format!("{}.{}", file.package(), m.name()), m.clone());
+        }
+    }
+    let mut methods = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == "swarmdesk.v1") {
+        for service in file.service.iter().filter(|s| s.name() != "BenchBaseline") {
+            for method in &service.method {
+                methods.push(Method {
+                    name: format!("{}.{}", service.name(), method.name()),
+                    path: format!("/swarmdesk.v1.{}/{}", service.name(), method.name())
+                        .parse()
+                        .unwrap(),
+                    input: method.input_type().trim_start_matches('.').to_owned(),
+                    streaming: method.server_streaming(),
+                });
+            }
+        }
+    }
+    (messages, methods)
+}
+
+/// Sends `body` to `method`; the status if it was refused.
+async fn call(
+    channel: &swarmdesk::client::AuthedChannel,
+    method: &Method,
+    body: Vec<u8>,
+) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let request = tonic::Request::new(body);
+    if method.streaming {
+        grpc.server_streaming(request, method.path.clone(), Raw)
+            .await
+            .map(drop)
+    } else {
+        grpc.unary(request, method.path.clone(), Raw)
+            .await
+            .map(drop)
     }
 }
 
@@ -243,13 +281,7 @@ fn wire_size(status: &Status) -> usize {
 #[tokio::test]
 async fn every_rpc_answers_long_string_inputs_with_a_small_precise_error() {
     let server = spawn_server().await;
-    let set = FileDescriptorSet::decode(swarmdesk::rpc::pb::FILE_DESCRIPTOR_SET).unwrap();
-    let mut messages = HashMap::new();
-    for file in &set.file {
-        for m in &file.message_type {
-            messages.insert(format!("{}.{}", file.package(), m.name()), m.clone());
-        }
-    }
+    let (messages, methods) = api();
     let channel =
         swarmdesk::client::with_token(server.channel.clone(), Some(&server.admin_token)).unwrap();
     let inputs: [(&str, Vec<u8>); 3] = [
@@ -259,133 +291,86 @@ async fn every_rpc_answers_long_string_inputs_with_a_small_precise_error() {
         ("near the cap", "y".repeat(1024 * 1024 - 64).into_bytes()),
     ];
     let mut calls = 0;
-    let mut methods = 0;
-    for file in set.file.iter().filter(|f| f.package() == "swarmdesk.v1") {
-        for service in file.service.iter().filter(|s| s.name() != "BenchBaseline") {
-            for method in &service.method {
-                methods += 1;
-                let path: http::uri::PathAndQuery =
-                    format!("/swarmdesk.v1.{}/{}", service.name(), method.name())
-                        .parse()
-                        .unwrap();
-                let input = method.input_type().trim_start_matches('.');
-                for (name, numbers) in string_fields(&messages, input, 2) {
-                    for (label, value) in &inputs {
-                        let mut grpc = tonic::client::Grpc::new(channel.clone());
-                        grpc.ready().await.unwrap();
-                        let body = request(&numbers, value);
-                        let what = format!("{}.{} {name} = {label}", service.name(), method.name());
-                        let outcome = if method.server_streaming() {
-                            grpc.server_streaming(tonic::Request::new(body), path.clone(), Raw)
-                                .await
-                                .map(drop)
-                        } else {
-                            grpc.unary(tonic::Request::new(body), path.clone(), Raw)
-                                .await
-                                .map(drop)
-                        };
-                        calls += 1;
-                        let Err(status) = outcome else {
-                            continue;
-                        };
-                        let size = wire_size(&status);
-                        assert!(
-                            size < ERROR_BUDGET,
-                            "{what}: a {size}-byte error: {:?}",
-                            status.message().chars().take(200).collect::<String>()
-                        );
-                        assert!(
-                            matches!(
-                                status.code(),
-                                Code::InvalidArgument
-                                    | Code::NotFound
-                                    | Code::FailedPrecondition
-                                    | Code::PermissionDenied
-                            ),
-                            "{what}: {:?} {}",
-                            status.code(),
-                            status.message()
-                        );
-                        let details = status.get_error_details();
-                        if status.code() == Code::InvalidArgument {
-                            let violations = details
-                                .bad_request()
-                                .map(|b| b.field_violations.clone())
-                                .unwrap_or_default();
-                            assert!(
-                                violations.iter().any(|v| !v.field.is_empty()),
-                                "{what}: no field named: {}",
-                                status.message()
-                            );
-                        } else {
-                            assert!(details.error_info().is_some(), "{what}: no ErrorInfo");
-                        }
-                    }
+    for method in &methods {
+        for (name, numbers) in string_fields(&messages, &method.input, 2) {
+            for (label, value) in &inputs {
+                let what = format!("{} {name} = {label}", method.name);
+                let outcome = call(&channel, method, request(&numbers, value)).await;
+                calls += 1;
+                let Err(status) = outcome else {
+                    continue;
+                };
+                let size = wire_size(&status);
+                assert!(
+                    size < ERROR_BUDGET,
+                    "{what}: a {size}-byte error: {:?}",
+                    status.message().chars().take(200).collect::<String>()
+                );
+                assert!(
+                    matches!(
+                        status.code(),
+                        Code::InvalidArgument
+                            | Code::NotFound
+                            | Code::FailedPrecondition
+                            | Code::PermissionDenied
+                    ),
+                    "{what}: {:?} {}",
+                    status.code(),
+                    status.message()
+                );
+                let details = status.get_error_details();
+                if status.code() == Code::InvalidArgument {
+                    let violations = details
+                        .bad_request()
+                        .map(|b| b.field_violations.clone())
+                        .unwrap_or_default();
+                    assert!(
+                        violations.iter().any(|v| !v.field.is_empty()),
+                        "{what}: no field named: {}",
+                        status.message()
+                    );
+                } else {
+                    assert!(details.error_info().is_some(), "{what}: no ErrorInfo");
                 }
             }
         }
     }
-    assert!(methods >= 30, "only {methods} methods found");
+    assert!(methods.len() >= 30, "only {} methods found", methods.len());
     assert!(calls >= 200, "only {calls} calls made");
 }
 
 #[tokio::test]
 async fn random_requests_to_every_rpc_never_break_the_server() {
     let server = spawn_server().await;
-    let set = FileDescriptorSet::decode(swarmdesk::rpc::pb::FILE_DESCRIPTOR_SET).unwrap();
-    let mut messages = HashMap::new();
-    for file in &set.file {
-        for m in &file.message_type {
-            messages.insert(format!("{}.{}", file.package(), m.name()), m.clone());
-        }
-    }
+    let (messages, methods) = api();
     let channel =
         swarmdesk::client::with_token(server.channel.clone(), Some(&server.admin_token)).unwrap();
-    let mut rng = Rng(0x005E_ED0F_5EED);
+    let mut rng = Rng::new(0x005E_ED0F_5EED);
     let mut answered = 0;
-    for file in set.file.iter().filter(|f| f.package() == "swarmdesk.v1") {
-        for service in file.service.iter().filter(|s| s.name() != "BenchBaseline") {
-            for method in &service.method {
-                let path: http::uri::PathAndQuery =
-                    format!("/swarmdesk.v1.{}/{}", service.name(), method.name())
-                        .parse()
-                        .unwrap();
-                let input = method.input_type().trim_start_matches('.');
-                for case in 0..40 {
-                    let body = if case % 10 == 9 {
-                        // Not protobuf at all.
-                        (0..rng.below(64)).map(|_| rng.next() as u8).collect()
-                    } else {
-                        random_request(&mut rng, &messages, input, 2)
-                    };
-                    let what = format!("{}.{} case {case}", service.name(), method.name());
-                    let mut grpc = tonic::client::Grpc::new(channel.clone());
-                    grpc.ready().await.unwrap();
-                    let outcome = if method.server_streaming() {
-                        grpc.server_streaming(tonic::Request::new(body), path.clone(), Raw)
-                            .await
-                            .map(drop)
-                    } else {
-                        grpc.unary(tonic::Request::new(body), path.clone(), Raw)
-                            .await
-                            .map(drop)
-                    };
-                    answered += 1;
-                    let Err(status) = outcome else {
-                        continue;
-                    };
-                    assert!(wire_size(&status) < ERROR_BUDGET, "{what}: {status:?}");
-                    // Undecodable bytes are INTERNAL by gRPC's own rule;
-                    // anything else internal is a defect.
-                    let undecodable = status.message().contains("decode");
-                    assert!(
-                        !matches!(status.code(), Code::Unknown | Code::Internal) || undecodable,
-                        "{what}: {:?} {}",
-                        status.code(),
-                        status.message()
-                    );
-                }
-            }
+    for method in &methods {
+        for case in 0..40 {
+            let body = if case % 10 == 9 {
+                // Not protobuf at all.
+                (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect()
+            } else {
+                random_request(&mut rng, &messages, &method.input, 2)
+            };
+            let what = format!("{} case {case}", method.name);
+            let outcome = call(&channel, method, body).await;
+            answered += 1;
+            let Err(status) = outcome else {
+                continue;
+            };
+            assert!(wire_size(&status) < ERROR_BUDGET, "{what}: {status:?}");
+            // Undecodable bytes are INTERNAL by gRPC's own rule;
+            // anything else internal is a defect.
+            let undecodable = status.message().contains("decode");
+            assert!(
+                !matches!(status.code(), Code::Unknown | Code::Internal) || undecodable,
+                "{what}: {:?} {}",
+                status.code(),
+                status.message()
+            );
         }
     }
     assert!(answered > 1_000, "{answered}");
