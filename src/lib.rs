@@ -9,7 +9,9 @@
 //!   errors; no transport, no storage.
 //! - [`store`]: the log and the state it is applied to, behind small
 //!   traits; the sled backend (log and state at once, group commit), an
-//!   in-memory one (a fenced shared stream), and the contract both pass.
+//!   in-memory one (a fenced shared stream), the NATS JetStream one
+//!   (cluster mode: a fenced writer, every node applying the log to its
+//!   sled replica), and the contract all pass.
 //! - [`hub`]: live fan-out to streams; its module doc states the delivery
 //!   guarantee.
 //! - [`desk`]: every API operation, applying the domain's rules through the
@@ -26,6 +28,8 @@
 //! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
 //! - [`cli`]: the `swarmdesk` command's client subcommands.
 //! - [`bench`]: `swarmdesk bench`, the benchmark against a bare baseline.
+//! - [`nats_process`]: NATS servers as child processes, for the cluster's
+//!   tests, benchmark and local script.
 //! - [`sim`]: the deterministic simulation of the desk over a faulty log.
 #![forbid(unsafe_code)]
 
@@ -41,6 +45,7 @@ pub mod hub;
 pub mod knowledge;
 pub mod listener;
 pub mod metrics;
+pub mod nats_process;
 pub mod rpc;
 pub mod server;
 pub mod sim;

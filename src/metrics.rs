@@ -51,6 +51,19 @@ pub struct Metrics {
     /// wrote: their ratio shows how many frames each write gathers.
     pub socket_writes: IntCounter,
     pub socket_write_bytes: IntCounter,
+    /// Cluster mode: 1 while this node writes the log, 0 otherwise.
+    pub cluster_writer: IntGauge,
+    /// Cluster mode: stream messages this node has yet to apply.
+    pub cluster_apply_lag: IntGauge,
+    /// Cluster mode: time from publishing a batch to JetStream's ack.
+    pub cluster_append_seconds: Histogram,
+    /// Cluster mode: entries per published batch.
+    pub cluster_batch_entries: Histogram,
+    /// Cluster mode: times this node became the writer.
+    pub cluster_failovers: IntCounter,
+    /// Cluster mode: batches the stream refused because another writer
+    /// had appended (the fence).
+    pub cluster_fencing_refusals: IntCounter,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -131,7 +144,7 @@ impl Metrics {
             ),
             store_flush_seconds: register(
                 &registry,
-                histogram("store_flush_seconds", "Time of one group flush + fdatasync", latency),
+                histogram("store_flush_seconds", "Time of one group flush + fdatasync", latency.clone()),
             ),
             stream_lag: register(
                 &registry,
@@ -172,6 +185,43 @@ impl Metrics {
                     "Bytes written to client connections",
                 )
                 .unwrap_or_else(|e| panic!("metric socket_write_bytes_total: {e}")),
+            ),
+            cluster_writer: register(
+                &registry,
+                gauge("cluster_writer", "1 while this node writes the cluster's log"),
+            ),
+            cluster_apply_lag: register(
+                &registry,
+                gauge("cluster_apply_lag", "Log messages this node has yet to apply"),
+            ),
+            cluster_append_seconds: register(
+                &registry,
+                histogram(
+                    "cluster_append_seconds",
+                    "Time from publishing a batch to the log to its acknowledgement",
+                    latency.clone(),
+                ),
+            ),
+            cluster_batch_entries: register(
+                &registry,
+                histogram(
+                    "cluster_batch_entries",
+                    "Entries per batch published to the log",
+                    vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                ),
+            ),
+            cluster_failovers: register(
+                &registry,
+                IntCounter::new("cluster_failovers_total", "Times this node became the writer")
+                    .unwrap_or_else(|e| panic!("metric cluster_failovers_total: {e}")),
+            ),
+            cluster_fencing_refusals: register(
+                &registry,
+                IntCounter::new(
+                    "cluster_fencing_refusals_total",
+                    "Batches the log refused because another writer had appended",
+                )
+                .unwrap_or_else(|e| panic!("metric cluster_fencing_refusals_total: {e}")),
             ),
             registry,
         }

@@ -31,6 +31,7 @@
 //! keeps its log elsewhere and applies it to a local sled state. Every
 //! backend passes the one contract suite (`contract.rs`).
 
+pub mod jetstream;
 pub mod memory;
 pub mod sled;
 
@@ -223,6 +224,30 @@ pub trait Log: Send + Sync + fmt::Debug + 'static {
 
     /// Makes everything durable and stops the background work.
     fn close(&self) -> Result<(), StoreError>;
+
+    /// Changes whenever the state changed under the writer's feet (it
+    /// became the writer, or its replica was rebuilt): what was computed
+    /// from the state before must be computed again. Constant on a log
+    /// with one writer.
+    fn epoch(&self) -> u64 {
+        0
+    }
+
+    /// Whether appends are taken here now (a replicated log's followers
+    /// refuse them): background work that writes runs only where true.
+    fn writes_here(&self) -> bool {
+        true
+    }
+}
+
+/// Told of what a node applies from a replicated log that it did not
+/// append itself: the changes its in-memory copies (tokens it
+/// authenticates, articles it indexes) follow.
+pub trait ChangeObserver: Send + Sync + 'static {
+    fn applied(&self, change: &Change);
+
+    /// The state was rebuilt from the log: reload what is kept from it.
+    fn rebuilt(&self);
 }
 
 /// Tickets, their events by position and per ticket, and idempotency keys.

@@ -341,13 +341,7 @@ impl Snapshot for SledStore {
         // Holding the sequencer stops writes, so the copy is of one moment
         // (and, every commit being whole under it, needs no repair).
         let _writes_stopped = lock(&self.sequencer);
-        let mut count = 0;
-        for item in self.state.tree.iter() {
-            let (k, v) = item.map_err(backend)?;
-            each(&k, &v).map_err(|e| StoreError::Backend(format!("export: {e}")))?;
-            count += 1;
-        }
-        Ok(count)
+        self.state.export_pairs(each)
     }
 }
 
@@ -357,6 +351,49 @@ impl SledState {
     /// dropped): what its log holds can always be applied again.
     pub fn open(config: &SledConfig) -> Result<Self, StoreError> {
         SledState::new(prepare(config)?)
+    }
+}
+
+/// What a log kept elsewhere needs of its replica besides applying to it.
+impl SledState {
+    /// Stores a blob (not part of the log); durable at the next [`SledState::flush`].
+    pub fn put_blob(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.tree.insert(blob_key(name), value).map_err(backend)?;
+        Ok(())
+    }
+
+    pub fn remove_blob(&self, name: &str) -> Result<(), StoreError> {
+        self.tree.remove(blob_key(name)).map_err(backend)?;
+        Ok(())
+    }
+
+    pub fn blob_value(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blob(name)
+    }
+
+    /// Saves the status counts and makes everything applied durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.save_counts()
+    }
+
+    /// The highest ticket and article ids applied (0: none).
+    pub fn last_ids(&self) -> Result<(TicketId, ArticleId), StoreError> {
+        Ok((
+            TicketId(last_number(&self.tree, b'h')?),
+            ArticleId(last_number(&self.tree, b'a')?),
+        ))
+    }
+
+    /// Hands every stored pair to `each` (see [`Snapshot::export`]); the
+    /// caller keeps appends out meanwhile.
+    pub fn export_pairs(&self, each: &mut PairSink<'_>) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(backend)?;
+            each(&k, &v).map_err(|e| StoreError::Backend(format!("export: {e}")))?;
+            count += 1;
+        }
+        Ok(count)
     }
 }
 
