@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::access::{hash_presented, token_text, SecretHash};
 use crate::domain::{check_short_text, DeskError, Grant, Principal, TokenId, TokenRecord};
-use crate::store::{Change, Log, Storage};
+use crate::store::{Change, Log, Storage, TokenStore};
 
 /// Name of the first admin token's file in the data dir.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -143,6 +143,7 @@ fn random<const N: usize>() -> Result<[u8; N], DeskError> {
 #[derive(Debug)]
 pub struct TokenRegistry {
     log: Arc<dyn Log>,
+    store: Arc<dyn TokenStore>,
     limits: AuthLimits,
     /// Live (unrevoked) tokens: what authentication reads, on every call.
     live: RwLock<HashMap<SecretHash, Arc<Caller>>>,
@@ -178,12 +179,43 @@ impl TokenRegistry {
         }
         Ok(TokenRegistry {
             log: storage.log.clone(),
+            store: storage.tokens.clone(),
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             limits,
             live: RwLock::new(live),
             records: Mutex::new(records),
             shutdown,
         })
+    }
+
+    /// Takes in a token record another node wrote (applied from the log):
+    /// a new token works here from now on, a revoked one stops.
+    pub fn applied(&self, record: &TokenRecord) {
+        let mut records = self.records();
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        if record.revoked_at.is_some() {
+            if let Some(caller) = live.remove(&record.secret_hash) {
+                caller.revoke();
+            }
+        } else {
+            live.entry(record.secret_hash).or_insert_with(|| {
+                Arc::new(Caller::new(
+                    record.principal(),
+                    record.last_used_at,
+                    &self.limits,
+                    &self.shutdown,
+                ))
+            });
+        }
+        records.insert(record.id.clone(), record.clone());
+    }
+
+    /// Takes in every record of the store again (after it was rebuilt).
+    pub fn reload(&self) -> Result<(), DeskError> {
+        for record in self.store.tokens()? {
+            self.applied(&record);
+        }
+        Ok(())
     }
 
     fn records(&self) -> MutexGuard<'_, BTreeMap<TokenId, TokenRecord>> {
@@ -331,6 +363,10 @@ impl TokenRegistry {
     /// Stores the last-used times that changed since they were stored.
     /// Not awaited for durability: losing a few seconds of them is harmless.
     pub fn save_last_used(&self) -> Result<(), DeskError> {
+        // Only the writer appends; a follower's last uses are not kept.
+        if !self.log.writes_here() {
+            return Ok(());
+        }
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
         let mut records = self.records();
         for record in records.values_mut() {

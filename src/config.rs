@@ -18,6 +18,7 @@ use clap::{ArgMatches, Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthLimits;
+use crate::cluster::ClusterConfig;
 use crate::domain::sla::{Calendar, WorkingHours};
 use crate::domain::{DeskError, Priority, SlaPolicies};
 use crate::server::{AuthMode, ServerConfig, TlsFiles};
@@ -134,6 +135,11 @@ pub struct Settings {
     /// open Subscribe stream) before the ticket is routed again.
     #[arg(long, env = "SWARMDESK_OWNER_GRACE", default_value_t = 600)]
     pub owner_grace: u64,
+    /// Cluster mode (off unless `--cluster` names NATS servers): the
+    /// `[cluster]` table of the config file.
+    #[command(flatten)]
+    #[serde(default, skip_serializing_if = "ClusterSettings::is_off")]
+    pub cluster: ClusterSettings,
     /// Service levels per priority and business calendars: the `[sla]`
     /// table of the config file (see deploy/swarmdesk.toml).
     #[arg(skip)]
@@ -141,8 +147,125 @@ pub struct Settings {
     pub sla: SlaSettings,
 }
 
+/// `[cluster]`: several nodes sharing one log on NATS JetStream.
+#[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// NATS servers of the cluster's JetStream (comma-separated
+    /// nats://host:port); empty: a single node on its embedded store.
+    #[arg(long = "cluster", env = "SWARMDESK_CLUSTER", value_delimiter = ',')]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// This node's name, unique in the cluster.
+    #[arg(long, env = "SWARMDESK_NODE_ID")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The URL other nodes forward writes to (default: http://LISTEN).
+    #[arg(long, env = "SWARMDESK_ADVERTISE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Prefix of every stream, bucket and subject the desk uses, so several
+    /// desks can share one NATS.
+    #[arg(
+        long = "cluster-name",
+        env = "SWARMDESK_CLUSTER_NAME",
+        default_value = "swarmdesk"
+    )]
+    pub name: String,
+    /// Copies JetStream keeps of the log (3 for a cluster that survives a
+    /// NATS server's loss).
+    #[arg(
+        long = "cluster-replicas",
+        env = "SWARMDESK_CLUSTER_REPLICAS",
+        default_value_t = 3
+    )]
+    pub replicas: usize,
+    /// Milliseconds a writer's lease lasts unless renewed.
+    #[arg(long = "lease-ms", env = "SWARMDESK_LEASE_MS", default_value_t = 3000)]
+    pub lease_ms: u64,
+    /// Milliseconds between a node's heartbeats (lease renewal, presence
+    /// snapshot, node record).
+    #[arg(
+        long = "heartbeat-ms",
+        env = "SWARMDESK_HEARTBEAT_MS",
+        default_value_t = 1000
+    )]
+    pub heartbeat_ms: u64,
+    /// A NATS credentials file.
+    #[arg(long = "nats-credentials", env = "SWARMDESK_NATS_CREDENTIALS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_credentials: Option<PathBuf>,
+    /// A PEM CA to trust for the NATS servers' TLS (TLS is then required).
+    #[arg(long = "nats-tls-ca", env = "SWARMDESK_NATS_TLS_CA")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_tls_ca: Option<PathBuf>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            urls: Vec::new(),
+            node_id: None,
+            advertise: None,
+            name: "swarmdesk".into(),
+            replicas: 3,
+            lease_ms: 3000,
+            heartbeat_ms: 1000,
+            nats_credentials: None,
+            nats_tls_ca: None,
+        }
+    }
+}
+
+impl ClusterSettings {
+    fn is_off(&self) -> bool {
+        self == &ClusterSettings::default()
+    }
+
+    /// The cluster these settings describe; `None` without NATS URLs.
+    pub fn config(&self, listen: SocketAddr) -> Result<Option<ClusterConfig>, ConfigError> {
+        if self.urls.is_empty() {
+            return Ok(None);
+        }
+        let node_id = self
+            .node_id
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ConfigError::Invalid("cluster mode needs --node-id (SWARMDESK_NODE_ID): a name unique in the cluster".into()))?;
+        if self.heartbeat_ms == 0 || self.lease_ms < 2 * self.heartbeat_ms {
+            return Err(ConfigError::Invalid(format!(
+                "lease_ms ({}) must be at least twice heartbeat_ms ({}), which must be above 0",
+                self.lease_ms, self.heartbeat_ms
+            )));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster_replicas must be 1 to 5, not {}",
+                self.replicas
+            )));
+        }
+        Ok(Some(ClusterConfig {
+            urls: self.urls.clone(),
+            node_id,
+            advertise: self
+                .advertise
+                .clone()
+                .unwrap_or_else(|| format!("http://{listen}")),
+            name: self.name.clone(),
+            replicas: self.replicas,
+            lease: Duration::from_millis(self.lease_ms),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            credentials: self.nats_credentials.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+        }))
+    }
+}
+
 /// Keys only the config file sets (they have no flag).
 const FILE_ONLY_KEYS: &[&str] = &["sla"];
+
+/// Tables whose keys are flags too (each layered on its own).
+const NESTED_KEYS: &[&str] = &["cluster"];
 
 /// `[sla]`: a policy per priority and named business calendars.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -301,13 +424,35 @@ impl Settings {
         let parsed = toml::Table::try_from(self)
             .map_err(|e| ConfigError::Invalid(format!("cannot render settings: {e}")))?;
         let (mut merged, mut given) = (toml::Table::new(), toml::Table::new());
-        for (key, value) in parsed {
-            // A value counts as given when it came from a flag or the environment.
-            let from_user = !FILE_ONLY_KEYS.contains(&key.as_str())
+        // A value counts as given when it came from a flag or the environment.
+        let from_user = |key: &str| {
+            !FILE_ONLY_KEYS.contains(&key)
                 && matches
-                    .value_source(&key)
-                    .is_some_and(|s| s != ValueSource::DefaultValue);
-            if from_user {
+                    .value_source(key)
+                    .is_some_and(|s| s != ValueSource::DefaultValue)
+        };
+        let mut file = file;
+        for (key, value) in parsed {
+            if let (toml::Value::Table(table), true) = (&value, NESTED_KEYS.contains(&key.as_str()))
+            {
+                // A table of flags: each of its keys is layered on its own.
+                let mut nested = match file.remove(&key) {
+                    Some(toml::Value::Table(t)) => t,
+                    Some(other) => {
+                        return Err(ConfigError::Parse {
+                            path: path.clone(),
+                            message: format!("{key} must be a table, not {}", other.type_str()),
+                        })
+                    }
+                    None => toml::Table::new(),
+                };
+                for (sub, v) in table {
+                    if from_user(sub) || !nested.contains_key(sub) {
+                        nested.insert(sub.clone(), v.clone());
+                    }
+                }
+                merged.insert(key, toml::Value::Table(nested));
+            } else if from_user(&key) {
                 given.insert(key, value);
             } else {
                 merged.insert(key, value);
@@ -375,6 +520,7 @@ impl Settings {
             handshake_timeout: seconds("handshake_timeout", self.handshake_timeout)?,
             owner_grace: Duration::from_secs(self.owner_grace),
             sla: self.sla.policies()?,
+            cluster: self.cluster.config(self.listen)?,
             ..ServerConfig::new(&self.data_dir)
         })
     }

@@ -22,6 +22,8 @@
 //!   service.
 //! - [`server`]: wiring, health, reflection, TLS, graceful shutdown;
 //!   [`listener`] caps the connections it accepts.
+//! - [`cluster`]: cluster mode: the writer's lease, node records, writes
+//!   forwarded from followers to the writer.
 //! - [`client`]: connecting as a client (TLS, bearer token), for the CLI,
 //!   the benchmark and the tests.
 //! - [`config`]: settings from flags, environment and a TOML file.
@@ -38,6 +40,7 @@ pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod desk;
 pub mod domain;

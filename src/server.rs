@@ -18,6 +18,8 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::auth::{AuthLimits, TokenRegistry};
+use crate::cluster::forward::ForwardLayer;
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::desk::{Desk, DeskOptions, DeskParts};
 use crate::domain::SlaPolicies;
 use crate::hub::Hub;
@@ -36,8 +38,10 @@ use crate::rpc::pb::FILE_DESCRIPTOR_SET;
 use crate::rpc::stats::StatsApi;
 use crate::rpc::tickets::TicketApi;
 use crate::rpc::{DeskCell, Served};
+use crate::store::jetstream::{JetStreamConfig, JetStreamLog};
 use crate::store::sled::{SledConfig, SledStore};
 use crate::store::Storage;
+use crate::store::{Change, ChangeObserver};
 use crate::timers::{Clock, SystemClock};
 
 /// How the server runs.
@@ -77,6 +81,9 @@ pub struct ServerConfig {
     /// The desk's time (events, service levels, owners' grace): the
     /// system's, or one a test moves by hand.
     pub clock: Arc<dyn Clock>,
+    /// Cluster mode (the log on NATS JetStream); `None`: a single node on
+    /// its embedded sled store.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// PEM files of the server's TLS identity, and the CA that client
@@ -108,6 +115,7 @@ impl ServerConfig {
             sla: SlaPolicies::default(),
             owner_grace: DeskOptions::default().owner_grace,
             clock: Arc::new(SystemClock),
+            cluster: None,
         }
     }
 }
@@ -180,15 +188,39 @@ pub async fn open_desk(config: &ServerConfig) -> Result<Served, ServerError> {
     })?;
     check_writable(&config.data_dir)?;
     let hub = Hub::new(config.stream_buffer);
-    let sled_config = SledConfig {
-        cache_capacity: config.cache_capacity,
-        ..SledConfig::new(&config.data_dir)
-    };
     let sink = hub.clone();
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&sled_config, Arc::new(sink)))
-        .await??;
-    let store = Arc::new(store);
-    let storage = Storage::new(store.clone(), store.state().clone());
+    let (storage, replicated) = match &config.cluster {
+        None => {
+            let sled_config = SledConfig {
+                cache_capacity: config.cache_capacity,
+                ..SledConfig::new(&config.data_dir)
+            };
+            let store =
+                tokio::task::spawn_blocking(move || SledStore::open(&sled_config, Arc::new(sink)))
+                    .await??;
+            let store = Arc::new(store);
+            (Storage::new(store.clone(), store.state().clone()), None)
+        }
+        Some(cluster) => {
+            let js = JetStreamConfig {
+                name: cluster.name.clone(),
+                replicas: cluster.replicas,
+                cache_capacity: config.cache_capacity,
+                credentials: cluster.credentials.clone(),
+                tls_ca: cluster.tls_ca.clone(),
+                ..JetStreamConfig::new(
+                    cluster.urls.clone(),
+                    cluster.node_id.clone(),
+                    config.data_dir.clone(),
+                )
+            };
+            // Applies the log to its end before the desk loads from it.
+            let log = tokio::task::spawn_blocking(move || JetStreamLog::open(js, Arc::new(sink)))
+                .await??;
+            let log = Arc::new(log);
+            (log.storage(), Some(log))
+        }
+    };
     let options = DeskOptions {
         sla: config.sla.clone(),
         owner_grace: config.owner_grace,
@@ -207,15 +239,59 @@ pub async fn open_desk(config: &ServerConfig) -> Result<Served, ServerError> {
             knowledge: parts.knowledge,
             snapshot,
             log,
+            cluster: None,
         })
     })
     .await??;
+    let mut served = served;
+    if let (Some(log), Some(cluster)) = (replicated, &config.cluster) {
+        let followed = Arc::new(Followed {
+            desk: served.desk.clone(),
+            tokens: served.tokens.clone(),
+            knowledge: served.knowledge.clone(),
+        });
+        log.observe(followed.clone());
+        // What was applied between loading and observing.
+        let again = followed.clone();
+        tokio::task::spawn_blocking(move || again.rebuilt()).await?;
+        served.cluster = Some(Arc::new(Cluster::join(cluster.clone(), log).await?));
+        // In a cluster the first admin token is the writer's to make.
+        return Ok(served);
+    }
     if config.auth == AuthMode::On {
         if let Some(path) = served.tokens.ensure_admin(&config.data_dir).await? {
             tracing::info!(path = %path.display(), "created the first admin token; it is in this file (mode 0600)");
         }
     }
     Ok(served)
+}
+
+/// What a cluster node keeps besides its replica, kept up with the log:
+/// tokens it authenticates, articles it indexes, experts it routes and
+/// streams to.
+struct Followed {
+    desk: Desk,
+    tokens: Arc<TokenRegistry>,
+    knowledge: Arc<crate::knowledge::KnowledgeBase>,
+}
+
+impl ChangeObserver for Followed {
+    fn applied(&self, change: &Change) {
+        match change {
+            Change::Token(record) => self.tokens.applied(record),
+            Change::Article(article) => self.knowledge.applied(article),
+            Change::Expert(expert) => self.desk.expert_applied(expert),
+            Change::Ticket(_) | Change::KnowledgeCounts { .. } => {}
+        }
+    }
+
+    fn rebuilt(&self) {
+        if let Err(e) = self.tokens.reload() {
+            tracing::warn!(error = %e, "cannot reload the tokens");
+        }
+        self.knowledge.refresh();
+        self.desk.reload_experts();
+    }
 }
 
 /// Sets the overall and per-service health.
@@ -387,6 +463,8 @@ pub async fn run(
             }
         }
     };
+    // Writes reaching a follower go to the writer; set once the node joined.
+    let joined: Arc<OnceLock<Arc<Cluster>>> = Arc::new(OnceLock::new());
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
@@ -398,6 +476,7 @@ pub async fn run(
             .max_concurrent_streams(config.max_streams_per_connection)
             .timeout(config.request_timeout)
             .layer(crate::rpc::layer::RpcMetricsLayer)
+            .layer(ForwardLayer::new(joined.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -423,6 +502,10 @@ pub async fn run(
     let desk_handle = served.desk.clone();
     let tokens = served.tokens.clone();
     let log = served.log.clone();
+    let cluster = served.cluster.clone();
+    if let Some(cluster) = &cluster {
+        let _ = joined.set(cluster.clone());
+    }
     let _ = cell.set(served);
     let restart = Arc::new(std::sync::OnceLock::new());
     if stop.is_cancelled() {
@@ -430,7 +513,18 @@ pub async fn run(
         desk_handle.begin_shutdown();
     } else {
         set_health(&health, ServingStatus::Serving).await;
-        tracing::info!(?addr, data_dir = %config.data_dir.display(), tls = config.tls.is_some(), auth = ?config.auth, "serving");
+        tracing::info!(?addr, data_dir = %config.data_dir.display(), tls = config.tls.is_some(), auth = ?config.auth, cluster = cluster.as_ref().map(|c| c.node_id()), "serving");
+        if let Some(cluster) = &cluster {
+            tokio::spawn(cluster.clone().run(desk_handle.clone(), stop.clone()));
+            tokio::spawn(on_promotion(
+                cluster.clone(),
+                desk_handle.clone(),
+                tokens.clone(),
+                (config.auth == AuthMode::On).then(|| config.data_dir.clone()),
+                stop.clone(),
+            ));
+            tokio::spawn(watch_cluster(cluster.clone(), health.clone(), stop.clone()));
+        }
         tokio::spawn(save_token_use(tokens, stop.clone()));
         tokio::spawn(watch_store(
             log,
@@ -463,6 +557,72 @@ pub async fn run(
     }
     closed?;
     result
+}
+
+/// Each time this node becomes the cluster's writer: the desk reloads its
+/// routing state from the log (setting every deadline again), and, on a
+/// cluster without an admin token yet, the first one is made and written
+/// to `admin_token_dir` (only the first writer of a new cluster does).
+async fn on_promotion(
+    cluster: Arc<Cluster>,
+    desk: Desk,
+    tokens: Arc<TokenRegistry>,
+    admin_token_dir: Option<PathBuf>,
+    stop: CancellationToken,
+) {
+    let mut promotions = cluster.promotions();
+    loop {
+        tokio::select! {
+            changed = promotions.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+        // Presence reports arrive every heartbeat: route with a full view.
+        tokio::time::sleep(cluster.heartbeat()).await;
+        if let Err(e) = desk.resync().await {
+            tracing::warn!(error = %e, "the new writer could not load its routing state");
+        }
+        if let Some(dir) = &admin_token_dir {
+            match tokens.ensure_admin(dir).await {
+                Ok(Some(path)) => {
+                    tracing::info!(path = %path.display(), "created the cluster's first admin token; it is in this file (mode 0600)")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot create the first admin token"),
+            }
+        }
+    }
+}
+
+/// A cluster node's health: NOT_SERVING while it has no NATS or no writer
+/// to send writes to, SERVING again once it has both.
+async fn watch_cluster(cluster: Arc<Cluster>, health: HealthReporter, stop: CancellationToken) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let problem = if !cluster.connected() {
+            Some("no connection to NATS")
+        } else if cluster.writer().is_none() {
+            Some("the cluster has no writer")
+        } else {
+            None
+        };
+        match (problem, serving) {
+            (Some(why), true) => {
+                tracing::warn!(why, "health is NOT_SERVING");
+                set_health(&health, ServingStatus::NotServing).await;
+                serving = false;
+            }
+            (None, false) => {
+                tracing::info!("health is SERVING again");
+                set_health(&health, ServingStatus::Serving).await;
+                serving = true;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The health service name that answers SERVING while the process runs, for

@@ -64,6 +64,11 @@ impl Desk {
     /// Acts on deadlines that came due; one that fails is tried again a
     /// second later (what it would change is re-checked then).
     pub(super) fn fire(&self, due: Vec<Deadline>) {
+        if !self.writes() {
+            // A follower's deadlines are the writer's to act on; this node
+            // sets them all again from the log if it becomes the writer.
+            return;
+        }
         for deadline in due {
             let done = match &deadline {
                 Deadline::Sla(id) => self.fire_sla(*id),

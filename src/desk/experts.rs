@@ -4,6 +4,8 @@ use super::deadlines::{micros, Deadline};
 use super::routing::RoutingState;
 use super::{Desk, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
+use std::collections::BTreeSet;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
@@ -176,8 +178,11 @@ impl Desk {
             let mut state = self.lock();
             let mut expert = state.expert(id)?.clone();
             let mut lsn = 0;
-            if !channels.is_empty() {
-                let mut wanted = channels;
+            // A follower does not append: there the channels given serve
+            // this stream only, and routing to the expert is the writer's.
+            let writes = self.writes();
+            if writes && !channels.is_empty() {
+                let mut wanted = channels.clone();
                 wanted.sort();
                 wanted.dedup();
                 if expert.channels.as_ref() != Some(&wanted) {
@@ -186,6 +191,12 @@ impl Desk {
                     lsn = self.append_expert(&mut state, &expert)?;
                     state.put_expert(expert.clone());
                 }
+            }
+            if !writes && !channels.is_empty() {
+                let mut wanted = channels.clone();
+                wanted.sort();
+                wanted.dedup();
+                expert.channels = Some(wanted);
             }
             let viewer = Viewer {
                 expert: id.clone(),
@@ -201,7 +212,11 @@ impl Desk {
             *state.online.entry(id.clone()).or_insert(0) += 1;
             state.offline_since.remove(id);
             self.inner.timers.cancel(&Deadline::OwnerAway(id.clone()));
-            let routed = self.route_waiting_to(&mut state, id);
+            let routed = if writes {
+                self.route_waiting_to(&mut state, id)
+            } else {
+                Ok(Default::default())
+            };
             (subscription, routed, lsn)
         };
         // Created after the lock is released: the guard's Drop takes it.
@@ -215,6 +230,56 @@ impl Desk {
             subscription,
             _online: presence,
         })
+    }
+
+    /// The experts with a stream open on this node (what it reports to
+    /// the cluster).
+    pub fn local_presence(&self) -> Vec<ExpertId> {
+        let state = self.lock();
+        let mut ids: Vec<_> = state
+            .online
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Cluster mode: the experts `node` reports streams of now (empty: the
+    /// node is gone). Those who came online are routed to (on the writer);
+    /// those who went offline start their owners' grace, as a stream
+    /// closed here would.
+    pub fn set_remote_presence(&self, node: &str, experts: BTreeSet<ExpertId>) {
+        let mut state = self.lock();
+        let before = state.remote.get(node).cloned().unwrap_or_default();
+        if before == experts {
+            return;
+        }
+        let was_online: Vec<(ExpertId, bool)> = before
+            .union(&experts)
+            .map(|id| (id.clone(), state.is_online(id)))
+            .collect();
+        if experts.is_empty() {
+            state.remote.remove(node);
+        } else {
+            state.remote.insert(node.to_owned(), experts);
+        }
+        let writes = self.writes() && !self.is_stale();
+        for (id, was) in was_online {
+            let now = state.is_online(&id);
+            if now && !was {
+                state.offline_since.remove(&id);
+                self.inner.timers.cancel(&Deadline::OwnerAway(id.clone()));
+                if writes && state.experts.contains_key(&id) {
+                    if let Err(e) = self.route_waiting_to(&mut state, &id) {
+                        tracing::warn!(expert = %id, error = %e, "routing to an expert who came online failed");
+                    }
+                }
+            } else if was && !now {
+                self.went_offline(&mut state, &id);
+            }
+        }
     }
 
     /// Called when an expert's last stream closes.
@@ -260,7 +325,9 @@ impl Drop for OnlineGuard {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 state.online.remove(&self.expert);
-                self.desk.went_offline(&mut state, &self.expert);
+                if !state.is_online(&self.expert) {
+                    self.desk.went_offline(&mut state, &self.expert);
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ use self::routing::RoutingState;
 pub use self::tickets::{NewTicket, TicketPage, TicketQuery};
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -119,6 +119,10 @@ struct Inner {
     stale: AtomicBool,
     /// Held while a stale routing state is brought up to date.
     resync: tokio::sync::Mutex<()>,
+    /// The log's epoch the routing state was loaded at: another one means
+    /// the state changed under it (this node became the writer, or its
+    /// replica was rebuilt), and it is loaded again before any append.
+    loaded_epoch: AtomicU64,
 }
 
 /// What a desk is built from besides its storage and hub; the server hands
@@ -195,6 +199,7 @@ impl Desk {
             "desk loaded"
         );
         hub.start_at(storage.tickets.last_position());
+        let loaded_epoch = AtomicU64::new(storage.log.epoch());
         let stats = StatsKeeper::open(storage.tickets.clone(), storage.blobs.clone())?;
         Ok(Desk {
             inner: Arc::new(Inner {
@@ -210,6 +215,7 @@ impl Desk {
                 knowledge,
                 stale: AtomicBool::new(false),
                 resync: tokio::sync::Mutex::new(()),
+                loaded_epoch,
             }),
         })
     }
@@ -267,7 +273,8 @@ impl Desk {
     /// Appends `change` under the routing lock. A stale routing state (see
     /// [`Desk::resync_after`]) appends nothing until it is caught up.
     fn append(&self, state: &mut RoutingState, change: Change) -> Result<Appended, DeskError> {
-        if self.inner.stale.load(Ordering::Acquire) {
+        if self.is_stale() {
+            self.inner.stale.store(true, Ordering::Release);
             return Err(DeskError::CatchingUp(
                 "this node is catching up from the log; retry".into(),
             ));
@@ -320,13 +327,14 @@ impl Desk {
     /// is online is this node's own knowledge and is kept.
     async fn ready(&self) -> Result<(), DeskError> {
         self.check_running()?;
-        if !self.inner.stale.load(Ordering::Acquire) {
+        if !self.is_stale() {
             return Ok(());
         }
         let _one_at_a_time = self.inner.resync.lock().await;
-        if !self.inner.stale.load(Ordering::Acquire) {
+        if !self.is_stale() {
             return Ok(());
         }
+        let epoch = self.inner.storage.log.epoch();
         let (storage, timers) = (self.inner.storage.clone(), self.inner.timers.clone());
         let (fresh, live) = tokio::task::spawn_blocking(move || {
             storage.log.catch_up()?;
@@ -338,15 +346,61 @@ impl Desk {
         let mut state = self.lock();
         let mut fresh = fresh;
         fresh.online = std::mem::take(&mut state.online);
+        fresh.remote = std::mem::take(&mut state.remote);
         fresh.offline_since = std::mem::take(&mut state.offline_since);
         *state = fresh;
         crate::metrics::metrics()
             .tickets_waiting
             .set(state.pending.len() as i64);
+        self.inner.loaded_epoch.store(epoch, Ordering::Release);
         self.inner.stale.store(false, Ordering::Release);
         drop(state);
         tracing::info!(live_tickets = live, "caught up from the log");
         Ok(())
+    }
+
+    /// Whether the routing state must be loaded again before anything is
+    /// appended on it (see [`Desk::resync_after`], `loaded_epoch`).
+    fn is_stale(&self) -> bool {
+        self.inner.stale.load(Ordering::Acquire)
+            || self.inner.storage.log.epoch() != self.inner.loaded_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether this node appends to the log (a cluster's followers do not:
+    /// their writes go to the writer, and they do no background writes).
+    fn writes(&self) -> bool {
+        self.inner.storage.log.writes_here()
+    }
+
+    /// Brings the routing state up to date now (after this node became
+    /// the cluster's writer), rather than at the next operation.
+    pub async fn resync(&self) -> Result<(), DeskError> {
+        self.ready().await
+    }
+
+    /// Takes in an expert another node wrote (applied from the log), so
+    /// that a follower's reads and streams see it.
+    pub fn expert_applied(&self, expert: &Expert) {
+        if !self.writes() {
+            self.lock().put_expert(expert.clone());
+        }
+    }
+
+    /// Reads every expert again into a follower's routing state (after its
+    /// replica was rebuilt). Blocking.
+    pub fn reload_experts(&self) {
+        if self.writes() {
+            return;
+        }
+        match self.inner.storage.experts.experts() {
+            Ok(experts) => {
+                let mut state = self.lock();
+                for expert in experts {
+                    state.put_expert(expert);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reload the experts"),
+        }
     }
 
     fn load_ticket(&self, id: TicketId) -> Result<Ticket, DeskError> {

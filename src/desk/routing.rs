@@ -27,6 +27,8 @@ pub(super) struct RoutingState {
     pub(super) holders: HashMap<Tag, BTreeSet<ExpertId>>,
     /// Open Subscribe streams per expert; online means at least one.
     pub(super) online: HashMap<ExpertId, u32>,
+    /// Cluster mode: the experts other nodes report streams of, by node.
+    pub(super) remote: HashMap<String, BTreeSet<ExpertId>>,
     pub(super) pending: PendingQueue,
     /// Stamped on an expert when they become an owner: fairness by wait.
     pub(super) assignment_seq: u64,
@@ -72,6 +74,7 @@ impl RoutingState {
 
     pub(super) fn is_online(&self, id: &ExpertId) -> bool {
         self.online.get(id).is_some_and(|n| *n > 0)
+            || self.remote.values().any(|experts| experts.contains(id))
     }
 
     /// Keeps the urgent-ticket index in step with a ticket's change of

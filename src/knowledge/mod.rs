@@ -142,6 +142,38 @@ impl KnowledgeBase {
         Ok(article)
     }
 
+    /// Puts an article another node wrote (applied from the log) in the
+    /// index; a failure rebuilds it. Blocking.
+    pub fn applied(&self, article: &Article) {
+        let generation = match self.articles.knowledge_generation() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the knowledge generation");
+                return;
+            }
+        };
+        if let Err(e) = self.index.put(article, generation) {
+            tracing::warn!(error = %e, article = %article.id, "search index update failed; rebuilding it");
+            self.refresh();
+        }
+    }
+
+    /// Rebuilds the index from the state unless it is current. Blocking.
+    pub fn refresh(&self) {
+        let rebuilt = self.articles.knowledge_generation().and_then(|generation| {
+            if self.index.generation() == Some(generation) {
+                return Ok(());
+            }
+            let articles = self.articles.articles()?;
+            self.index
+                .rebuild(&articles, generation)
+                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))
+        });
+        if let Err(e) = rebuilt {
+            tracing::error!(error = %e, "search index is behind the store");
+        }
+    }
+
     /// Finishes the index's background work (at shutdown). Blocking.
     pub fn close(&self) {
         if let Err(e) = self.index.close() {

@@ -47,6 +47,8 @@ pub struct Served {
     pub snapshot: std::sync::Arc<dyn crate::store::Snapshot>,
     /// The log, whose failure health reports.
     pub log: std::sync::Arc<dyn crate::store::Log>,
+    /// This node's part in its cluster (cluster mode only).
+    pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 /// What is served, set once the store is open and recovery is done; the

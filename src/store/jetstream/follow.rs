@@ -125,35 +125,41 @@ async fn follow(shared: &Shared, start: u64) -> Result<(), StoreError> {
         let batch = decode(&message.payload, seq)?;
         let state = shared.replica.state();
         let mut events = Vec::new();
+        let mut changes = Vec::new();
         for entry in batch.entries {
             note_ids(&mut core, &entry);
-            let change = observed(&entry);
+            changes.extend(observed(&entry));
             match state.apply(entry) {
                 Ok(made) => events.extend(made),
                 Err(e) => {
                     tracing::error!(error = %e, seq, "the replica does not fit the log; rebuilding it");
-                    core.role = Role::Rebuilding;
-                    core.epoch += 1;
+                    shared.take_role(&mut core, Role::Rebuilding);
                     return Ok(());
                 }
-            }
-            if let (Some(change), Some(observer)) = (change, shared.observer.get()) {
-                observer.applied(&change);
             }
         }
         core.applied_seq = seq;
         hand_on(shared, &mut core, events);
         drop(core);
+        // Outside the core's lock: observers take their own locks, whose
+        // holders may ask the log for its role.
+        if let Some(observer) = shared.observer.get() {
+            for change in &changes {
+                observer.applied(change);
+            }
+        }
         let _ = shared.applied.send(seq);
     }
 }
 
 /// What observers are told of: the changes a node keeps more of than
-/// the state (tokens it authenticates, articles it indexes).
-fn observed(entry: &Entry) -> Option<Change> {
+/// the state (tokens it authenticates, articles it indexes, experts it
+/// routes and streams to); a ticket's commit as the experts it moves.
+fn observed(entry: &Entry) -> Vec<Change> {
     match &entry.change {
-        Change::Token(_) | Change::Article(_) => Some(entry.change.clone()),
-        _ => None,
+        Change::Token(_) | Change::Article(_) | Change::Expert(_) => vec![entry.change.clone()],
+        Change::Ticket(commit) => commit.experts.iter().cloned().map(Change::Expert).collect(),
+        Change::KnowledgeCounts { .. } => Vec::new(),
     }
 }
 
@@ -215,8 +221,7 @@ async fn rebuild(shared: &Shared) -> Result<(), StoreError> {
     let mut core = lock(&shared.core);
     shared.replica.replace(generation, state);
     core.applied_seq = applied;
-    core.role = Role::Follower;
-    core.epoch += 1;
+    shared.take_role(&mut core, Role::Follower);
     core.next_ticket = core.next_ticket.max(ticket.0 + 1);
     core.next_article = core.next_article.max(article.0 + 1);
     hand_on(shared, &mut core, tail);

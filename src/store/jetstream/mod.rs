@@ -123,6 +123,7 @@ struct Batch {
 
 /// Whether this node writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Role {
     /// Applies the log; refuses appends.
     Follower,
@@ -177,6 +178,7 @@ struct Core {
 
 struct Shared {
     config: JetStreamConfig,
+    client: async_nats::Client,
     subject: String,
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
@@ -194,7 +196,34 @@ struct Shared {
     stream_last: AtomicU64,
     /// Largest batch payload the servers take.
     max_batch_bytes: usize,
+    /// `core.role` and `core.epoch`, readable without the core's lock
+    /// (the desk asks under its own lock, which the follower takes while
+    /// holding the core's).
+    role_now: std::sync::atomic::AtomicU8,
+    epoch_now: AtomicU64,
     stop: CancellationToken,
+}
+
+impl Shared {
+    /// Moves this node to `role` (the caller holds `core`'s lock): a new
+    /// epoch, as the state changed under the routing state.
+    fn take_role(&self, core: &mut Core, role: Role) {
+        core.role = role;
+        core.epoch += 1;
+        self.role_now.store(role as u8, Ordering::Release);
+        self.epoch_now.store(core.epoch, Ordering::Release);
+        crate::metrics::metrics()
+            .cluster_writer
+            .set(i64::from(role == Role::Writer));
+    }
+
+    fn role(&self) -> Role {
+        match self.role_now.load(Ordering::Acquire) {
+            r if r == Role::Writer as u8 => Role::Writer,
+            r if r == Role::Rebuilding as u8 => Role::Rebuilding,
+            _ => Role::Follower,
+        }
+    }
 }
 
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -318,7 +347,7 @@ impl JetStreamLog {
     ) -> Result<Arc<Shared>, StoreError> {
         let client = connect(&config).await?;
         let max_payload = client.server_info().max_payload;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         // A cluster that has just started elects its JetStream leader first.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let stream = loop {
@@ -360,6 +389,7 @@ impl JetStreamLog {
             "joined the log"
         );
         Ok(Arc::new(Shared {
+            client,
             subject: config.subject(),
             js,
             stream,
@@ -387,6 +417,8 @@ impl JetStreamLog {
             stream_last: AtomicU64::new(last),
             // Room for the headers; a batch holds at least one entry.
             max_batch_bytes: max_payload.saturating_sub(4096).max(64 * 1024),
+            role_now: std::sync::atomic::AtomicU8::new(Role::Follower as u8),
+            epoch_now: AtomicU64::new(0),
             stop: CancellationToken::new(),
             replica: Arc::new(replica),
             config,
@@ -403,12 +435,54 @@ impl JetStreamLog {
         let _ = self.shared.observer.set(observer);
     }
 
+    /// The NATS client the log uses.
+    pub fn client(&self) -> async_nats::Client {
+        self.shared.client.clone()
+    }
+
+    /// Whether every append made so far is durable (or failed).
+    pub fn drained(&self) -> bool {
+        let core = lock(&self.shared.core);
+        core.durable_lsn >= core.written_lsn || core.role != Role::Writer
+    }
+
+    /// Whether the NATS connection is up now.
+    pub fn connected(&self) -> bool {
+        self.shared.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The JetStream context the log uses (for the cluster's buckets).
+    pub fn jetstream(&self) -> jetstream::Context {
+        self.shared.js.clone()
+    }
+
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.shared.config
+    }
+
+    /// Resolves once this node applied the stream up to `seq`, or fails
+    /// after `timeout` (from any runtime).
+    pub async fn applied_to(&self, seq: u64, timeout: Duration) -> Result<(), StoreError> {
+        let mut applied = self.shared.applied.subscribe();
+        let reached = tokio::time::timeout(timeout, async {
+            applied.wait_for(|a| *a >= seq).await.map(drop)
+        })
+        .await;
+        match reached {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "this node has not applied the log up to {seq} within {timeout:?}"
+            ))),
+        }
+    }
+
     pub fn node_id(&self) -> &str {
         &self.shared.config.node_id
     }
 
     pub fn role(&self) -> Role {
-        lock(&self.shared.core).role
+        self.shared.role()
     }
 
     /// The last stream sequence this node applied.
@@ -486,12 +560,10 @@ impl JetStreamLog {
                     let (ticket, article) = self.shared.replica.state().last_ids()?;
                     core.next_ticket = core.next_ticket.max(ticket.0 + 1);
                     core.next_article = core.next_article.max(article.0 + 1);
-                    core.role = Role::Writer;
                     core.term = format!("{:016x}", random_u64());
-                    core.epoch += 1;
+                    self.shared.take_role(&mut core, Role::Writer);
                     tracing::info!(node = %self.shared.config.node_id, at = core.applied_seq, "this node writes the log");
                     crate::metrics::metrics().cluster_failovers.inc();
-                    crate::metrics::metrics().cluster_writer.set(1);
                     return Ok(());
                 }
                 Role::Follower => {}
@@ -572,13 +644,12 @@ impl Shared {
             other => other,
         };
         core.pending.clear();
-        core.role = if speculative {
+        let role = if speculative {
             Role::Rebuilding
         } else {
             Role::Follower
         };
-        core.epoch += 1;
-        crate::metrics::metrics().cluster_writer.set(0);
+        self.take_role(&mut core, role);
         let failed_upto = core.written_lsn;
         drop(core);
         tracing::warn!(node = %self.config.node_id, %error, speculative, "stepped down from writing the log");
@@ -692,11 +763,11 @@ impl Log for JetStreamLog {
     }
 
     fn epoch(&self) -> u64 {
-        lock(&self.shared.core).epoch
+        self.shared.epoch_now.load(Ordering::Acquire)
     }
 
     fn writes_here(&self) -> bool {
-        lock(&self.shared.core).role == Role::Writer
+        self.shared.role() == Role::Writer
     }
 
     fn close(&self) -> Result<(), StoreError> {
