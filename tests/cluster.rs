@@ -356,3 +356,177 @@ async fn a_nats_server_older_than_2_11_is_refused_with_its_version() {
     );
     assert!(stderr.contains("#4320"), "says why: {stderr}");
 }
+
+/// The writer, as the nodes' records say (by trying: only it takes a
+/// write without forwarding it). Here: the node whose log says so in its
+/// warnings-free record is found by asking each node to forward nothing.
+async fn writer_index(cluster: &TestCluster, among: &[usize]) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for &i in among {
+            let mut clients = cluster.clients(i).await;
+            if let Ok(status) = clients
+                .admin
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await
+            {
+                let status = status.into_inner();
+                if let Some(w) = cluster.nodes.iter().position(|n| n.id == status.writer) {
+                    if among.contains(&w) {
+                        return w;
+                    }
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no writer among {among:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_writer_is_fenced_when_it_wakes_and_the_log_does_not_fork() {
+    needs_nats!();
+    let cluster = TestCluster::start(3).await;
+    let first = writer_index(&cluster, &[0, 1, 2]).await;
+    let mut on_writer = cluster.clients(first).await;
+    on_writer
+        .experts
+        .register_expert(expert("sam", &[("mail", common::L2)], 100))
+        .await
+        .unwrap();
+    let ticket = on_writer
+        .tickets
+        .create_ticket(create_request(
+            "mail down",
+            &[("mail", common::L1)],
+            common::P3,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+
+    // Paused past its lease: another node takes over.
+    cluster.nodes[first].signal("STOP");
+    let others: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    let second = writer_index(&cluster, &others).await;
+    assert_ne!(second, first);
+    // A write goes through the new writer meanwhile.
+    let mut on_second = cluster.clients(second).await;
+    on_second
+        .tickets
+        .claim_ticket(pb::ClaimTicketRequest {
+            ticket_id: ticket.id.clone(),
+            expert_id: "sam".into(),
+        })
+        .await
+        .unwrap();
+
+    // Woken, the old writer still believes it writes: its next append is
+    // refused by the fence (or forwarded once it knows), never forked.
+    cluster.nodes[first].signal("CONT");
+    let mut racing = Vec::new();
+    for n in 0..5 {
+        let mut clients = on_writer.clone();
+        racing.push(tokio::spawn(async move {
+            let mut request = create_request(
+                &format!("after wake {n}"),
+                &[("mail", common::L1)],
+                common::P3,
+            );
+            request.request_id = format!("wake-{n}");
+            clients.tickets.create_ticket(request).await
+        }));
+    }
+    let mut answered = Vec::new();
+    for r in racing {
+        match r.await.unwrap() {
+            Ok(t) => answered.push(t.into_inner().ticket.unwrap().id),
+            Err(status) => assert!(
+                matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Aborted
+                ),
+                "{status:?}"
+            ),
+        }
+    }
+    let everywhere = same_everywhere(&cluster, &[0, 1, 2]).await;
+    for id in &answered {
+        assert!(
+            everywhere.contains_key(id),
+            "acknowledged {id} is in the log"
+        );
+    }
+    assert_eq!(
+        everywhere[&ticket.id].1, "sam",
+        "the new writer's claim stands"
+    );
+    assert!(
+        cluster.nodes[first].logged().contains("stepped down")
+            || cluster.nodes[first].logged().contains("stopped writing"),
+        "the old writer stepped down:\n{}",
+        cluster.nodes[first].logged()
+    );
+    // Positions are used once: every node streams the same events.
+    let mut positions = Vec::new();
+    for i in 0..3 {
+        let mut clients = cluster.clients(i).await;
+        let mut stream = clients
+            .tickets
+            .watch_ticket(pb::WatchTicketRequest {
+                ticket_id: ticket.id.clone(),
+                after_seq: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let e = common::next(&mut stream).await;
+            seen.push((e.position, e.r#type));
+        }
+        positions.push(seen);
+    }
+    assert_eq!(positions[0], positions[1]);
+    assert_eq!(positions[1], positions[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_with_an_empty_data_dir_catches_up_and_serves_the_same() {
+    needs_nats!();
+    let mut cluster = TestCluster::start(2).await;
+    let mut a = cluster.clients(0).await;
+    a.experts
+        .register_expert(expert("lee", &[("print", common::L2)], 100))
+        .await
+        .unwrap();
+    for n in 0..20 {
+        a.tickets
+            .create_ticket(create_request(
+                &format!("printer {n}"),
+                &[("print", common::L1)],
+                common::P4,
+            ))
+            .await
+            .unwrap();
+    }
+    let d = cluster.add_node("d");
+    cluster.wait_serving(d).await;
+    let everywhere = same_everywhere(&cluster, &[0, 1, d]).await;
+    assert!(everywhere.len() >= 20);
+    // It streams the same positions from the start.
+    let mut streams = Vec::new();
+    for i in [0, d] {
+        let mut clients = cluster.clients(i).await;
+        let mut stream = subscribe(&mut clients, "lee", 0).await;
+        let mut seen = Vec::new();
+        while seen.len() < 20 {
+            let e = common::next(&mut stream).await.event.unwrap();
+            seen.push((e.position, e.ticket_id));
+        }
+        streams.push(seen);
+    }
+    assert_eq!(streams[0], streams[1]);
+}

@@ -1,6 +1,7 @@
 //! The `swarmdesk` command's client subcommands: one call each against a
 //! running server, printed for a person (default) or as JSON lines (--json).
 
+mod cluster;
 mod experts;
 mod knowledge;
 mod output;
@@ -145,12 +146,24 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// Cluster mode: the nodes, the writer and the log.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
     /// Check the server's health (grpc.health.v1); fails unless SERVING.
     Health {
         /// A service, e.g. swarmdesk.v1.TicketService; empty: the whole server.
         #[arg(long, default_value = "")]
         service: String,
     },
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum ClusterCommand {
+    /// Each node (address, role, applied sequence, lag, last heartbeat),
+    /// the writer, the log's last sequence and its replicas' health.
+    Status,
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -351,6 +364,15 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
                     out.token(&token);
                 }
             }
+        }
+        ClientCommand::Cluster {
+            action: ClusterCommand::Status,
+        } => {
+            let status = AdminServiceClient::new(channel)
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await?
+                .into_inner();
+            out.cluster_status(&status);
         }
         ClientCommand::Health { service } => {
             use tonic_health::pb::health_check_response::ServingStatus;

@@ -59,6 +59,26 @@ pub struct WriterInfo {
     pub url: String,
 }
 
+/// What `ClusterStatus` shows.
+#[derive(Clone, Debug)]
+pub struct ClusterStatus {
+    pub node_id: String,
+    pub writer: Option<WriterInfo>,
+    pub nodes: Vec<NodeRecord>,
+    pub log_last: u64,
+    pub replicas: Vec<ReplicaHealth>,
+}
+
+/// One JetStream server holding a copy of the log.
+#[derive(Clone, Debug)]
+pub struct ReplicaHealth {
+    pub server: String,
+    pub leader: bool,
+    pub current: bool,
+    pub offline: bool,
+    pub lag: u64,
+}
+
 /// A node's record, renewed every heartbeat.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -214,6 +234,19 @@ impl Cluster {
     /// Whether the node reaches NATS now.
     pub fn connected(&self) -> bool {
         self.log.connected()
+    }
+
+    /// The cluster as this node sees it now.
+    pub async fn status(&self) -> Result<ClusterStatus, StoreError> {
+        let nodes = self.nodes().await?;
+        let (log_last, replicas) = self.log.stream_health().await?;
+        Ok(ClusterStatus {
+            node_id: self.config.node_id.clone(),
+            writer: self.writer(),
+            nodes,
+            log_last,
+            replicas,
+        })
     }
 
     /// Every node's record (those heard from lately).

@@ -144,6 +144,8 @@ pub enum Operation {
     SetPresence,
     Backup,
     ManageTokens,
+    /// ClusterStatus: admins and supervisors.
+    ClusterStatus,
     GetStats,
     /// CreateArticle, UpdateArticle.
     EditArticle,
@@ -157,7 +159,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 27] = {
+    pub const ALL: [Operation; 28] = {
         use Operation::*;
         [
             CreateTicket,
@@ -180,6 +182,7 @@ impl Operation {
             SetPresence,
             Backup,
             ManageTokens,
+            ClusterStatus,
             GetStats,
             EditArticle,
             ReadArticle,
@@ -222,6 +225,7 @@ impl Principal {
                     | ReleaseTicket
                     | GetExpert
                     | ListExperts
+                    | ClusterStatus
                     | GetStats
                     | ReadArticle
                     | PublishArticle

@@ -1,4 +1,5 @@
-//! AdminService, for admins only: the online backup and token management.
+//! AdminService: the online backup, token management (admins only) and
+//! the cluster's status (admins and supervisors).
 
 use std::io::{BufWriter, Read, Seek, SeekFrom};
 
@@ -121,6 +122,22 @@ impl AdminService for AdminApi {
             .map(convert::token)
             .collect();
         Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
+    async fn cluster_status(
+        &self,
+        request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        authorize(&request, Operation::ClusterStatus)?;
+        let cluster = ready(&self.desk)?.cluster.clone().ok_or_else(|| {
+            Status::failed_precondition("this server runs as a single node (no --cluster)")
+        })?;
+        let status = cluster
+            .status()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(convert::cluster_status(&status)))
     }
 
     #[instrument(skip_all, fields(principal = principal_label(&request), token_id = %request.get_ref().id))]

@@ -219,6 +219,42 @@ pub fn ticket(t: &Ticket) -> pb::Ticket {
 }
 
 /// A token record, never its secret (the record holds only a hash anyway).
+/// A cluster's status, as `ClusterStatus` answers it.
+pub fn cluster_status(status: &crate::cluster::ClusterStatus) -> pb::ClusterStatusResponse {
+    pb::ClusterStatusResponse {
+        node_id: status.node_id.clone(),
+        writer: status
+            .writer
+            .as_ref()
+            .map(|w| w.node.clone())
+            .unwrap_or_default(),
+        nodes: status
+            .nodes
+            .iter()
+            .map(|n| pb::ClusterNode {
+                id: n.node.clone(),
+                address: n.url.clone(),
+                writer: n.writer,
+                applied_sequence: n.applied,
+                lag: status.log_last.saturating_sub(n.applied),
+                last_heartbeat: timestamp(n.at),
+            })
+            .collect(),
+        log_last_sequence: status.log_last,
+        replicas: status
+            .replicas
+            .iter()
+            .map(|r| pb::LogReplica {
+                server: r.server.clone(),
+                leader: r.leader,
+                current: r.current,
+                offline: r.offline,
+                lag: r.lag,
+            })
+            .collect(),
+    }
+}
+
 pub fn token(t: &TokenRecord) -> pb::Token {
     let (expert_id, bot_name) = match &t.grant {
         Grant::Expert(e) => (e.to_string(), String::new()),

@@ -60,6 +60,7 @@ fn the_role_table_matches_the_issue() {
             ReleaseTicket,
             GetExpert,
             ListExperts,
+            ClusterStatus,
             GetStats,
             ReadArticle,
             PublishArticle,

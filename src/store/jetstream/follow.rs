@@ -90,66 +90,101 @@ async fn follow(shared: &Shared, start: u64) -> Result<(), StoreError> {
         shared
             .stream_last
             .fetch_max(seq + info.pending, Ordering::AcqRel);
-        let mut core = lock(&shared.core);
-        if seq <= core.applied_seq {
-            continue;
-        }
-        match core.role {
-            Role::Rebuilding => return Ok(()),
-            Role::Writer => {
-                let ours = format!("{}:{}:", shared.config.node_id, core.term);
-                let id = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                    .map(|v| v.as_str().to_owned())
-                    .unwrap_or_default();
-                if id.starts_with(&ours) {
-                    // Our own batch, its acknowledgement on the way.
-                    continue;
+        match take_in(shared, &message, seq)? {
+            Step::Next => {}
+            Step::Stop => return Ok(()),
+            Step::AwaitStepDown => {
+                tokio::select! {
+                    _ = shared.follow_wake.notified() => {}
+                    _ = shared.stop.cancelled() => {}
                 }
-                drop(core);
-                shared.step_down(StoreError::Fenced(format!(
-                    "another writer appended message {seq} ({id})"
-                )));
                 return Ok(());
             }
-            Role::Follower => {}
         }
-        if seq != core.applied_seq + 1 {
-            return Err(StoreError::Unavailable(format!(
-                "the log skipped from {} to {seq}; following again",
-                core.applied_seq
-            )));
-        }
-        let batch = decode(&message.payload, seq)?;
-        let state = shared.replica.state();
-        let mut events = Vec::new();
-        let mut changes = Vec::new();
-        for entry in batch.entries {
-            note_ids(&mut core, &entry);
-            changes.extend(observed(&entry));
-            match state.apply(entry) {
-                Ok(made) => events.extend(made),
-                Err(e) => {
-                    tracing::error!(error = %e, seq, "the replica does not fit the log; rebuilding it");
-                    shared.take_role(&mut core, Role::Rebuilding);
-                    return Ok(());
-                }
-            }
-        }
-        core.applied_seq = seq;
-        hand_on(shared, &mut core, events);
-        drop(core);
-        // Outside the core's lock: observers take their own locks, whose
-        // holders may ask the log for its role.
-        if let Some(observer) = shared.observer.get() {
-            for change in &changes {
-                observer.applied(change);
-            }
-        }
-        shared.applied.send_replace(seq);
     }
+}
+
+/// What the follower does after a message.
+enum Step {
+    Next,
+    /// Follow again from what was applied (or rebuild).
+    Stop,
+    /// Another writer appended while this one had a batch in flight: wait
+    /// until the publisher learned its outcome and stepped down.
+    AwaitStepDown,
+}
+
+/// Applies message `seq` (or skips it, or sees that this node was deposed).
+fn take_in(
+    shared: &Shared,
+    message: &async_nats::jetstream::Message,
+    seq: u64,
+) -> Result<Step, StoreError> {
+    let mut core = lock(&shared.core);
+    if seq <= core.applied_seq {
+        return Ok(Step::Next);
+    }
+    match core.role {
+        Role::Rebuilding => return Ok(Step::Stop),
+        Role::Writer => {
+            let ours = format!("{}:{}:", shared.config.node_id, core.term);
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            if id.starts_with(&ours) {
+                // Our own batch, its acknowledgement on the way.
+                return Ok(Step::Next);
+            }
+            let why = format!("another writer appended message {seq} ({id})");
+            if core.in_flight {
+                // The batch in flight may have been stored before this
+                // one: its outcome is the publisher's to learn first.
+                core.deposed = Some(why);
+                return Ok(Step::AwaitStepDown);
+            }
+            drop(core);
+            shared.step_down(StoreError::Fenced(why));
+            return Ok(Step::Stop);
+        }
+        Role::Follower => {}
+    }
+    if seq != core.applied_seq + 1 {
+        return Err(StoreError::Unavailable(format!(
+            "the log skipped from {} to {seq}; following again",
+            core.applied_seq
+        )));
+    }
+    let batch = decode(&message.payload, seq)?;
+    let state = shared.replica.state();
+    let mut events = Vec::new();
+    let mut changes = Vec::new();
+    for entry in batch.entries {
+        note_ids(&mut core, &entry);
+        changes.extend(observed(&entry));
+        match state.apply(entry) {
+            Ok(made) => events.extend(made),
+            Err(e) => {
+                tracing::error!(error = %e, seq, "the replica does not fit the log; rebuilding it");
+                shared.take_role(&mut core, Role::Rebuilding);
+                return Ok(Step::Stop);
+            }
+        }
+    }
+    core.applied_seq = seq;
+    hand_on(shared, &mut core, events);
+    drop(core);
+    // Outside the core's lock: observers take their own locks, whose
+    // holders may ask the log for its role.
+    if let Some(observer) = shared.observer.get() {
+        for change in &changes {
+            observer.applied(change);
+        }
+    }
+    shared.applied.send_replace(seq);
+    Ok(Step::Next)
 }
 
 /// What observers are told of: the changes a node keeps more of than

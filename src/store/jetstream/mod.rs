@@ -166,6 +166,9 @@ struct Core {
     pending: VecDeque<Staged>,
     /// A batch is being published (its appends are no longer in `pending`).
     in_flight: bool,
+    /// Another writer's message was seen while a batch was in flight: the
+    /// publisher steps down once it knows that batch's outcome.
+    deposed: Option<String>,
     next_ticket: u64,
     next_article: u64,
     /// The position of the last event handed to the sink.
@@ -404,6 +407,7 @@ impl JetStreamLog {
                 durable_lsn: 0,
                 pending: VecDeque::new(),
                 in_flight: false,
+                deposed: None,
                 next_ticket: 1,
                 next_article: 1,
                 published_position,
@@ -444,6 +448,40 @@ impl JetStreamLog {
     pub fn drained(&self) -> bool {
         let core = lock(&self.shared.core);
         core.durable_lsn >= core.written_lsn || core.role != Role::Writer
+    }
+
+    /// The log's last sequence and the health of each copy of it.
+    pub async fn stream_health(
+        &self,
+    ) -> Result<(u64, Vec<crate::cluster::ReplicaHealth>), StoreError> {
+        let info = self
+            .shared
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| unavailable("cannot read the log's stream", e))?;
+        let mut replicas = Vec::new();
+        if let Some(cluster) = &info.cluster {
+            if let Some(leader) = &cluster.leader {
+                replicas.push(crate::cluster::ReplicaHealth {
+                    server: leader.clone(),
+                    leader: true,
+                    current: true,
+                    offline: false,
+                    lag: 0,
+                });
+            }
+            for peer in &cluster.replicas {
+                replicas.push(crate::cluster::ReplicaHealth {
+                    server: peer.name.clone(),
+                    leader: false,
+                    current: peer.current,
+                    offline: peer.offline,
+                    lag: peer.lag.unwrap_or(0),
+                });
+            }
+        }
+        Ok((info.state.last_sequence, replicas))
     }
 
     /// Whether the NATS connection is up now.
@@ -644,6 +682,7 @@ impl Shared {
             other => other,
         };
         core.pending.clear();
+        core.deposed = None;
         let role = if speculative {
             Role::Rebuilding
         } else {

@@ -127,6 +127,7 @@ async fn send(shared: &Shared, batch: Outgoing) {
             if !batch.events.is_empty() {
                 shared.sink.publish(&batch.events);
             }
+            let deposed = core.deposed.take();
             drop(core);
             shared
                 .stream_last
@@ -135,7 +136,11 @@ async fn send(shared: &Shared, batch: Outgoing) {
             shared
                 .durable
                 .send_modify(|d| d.lsn = d.lsn.max(batch.last_lsn));
-            shared.publish_wake.notify_one();
+            match deposed {
+                // Another writer appended after this batch: the rest fails.
+                Some(why) => shared.step_down(StoreError::Fenced(why)),
+                None => shared.publish_wake.notify_one(),
+            }
         }
         Outcome::Refused(error) => {
             if matches!(error, StoreError::Fenced(_)) {
