@@ -530,3 +530,118 @@ async fn a_new_node_with_an_empty_data_dir_catches_up_and_serves_the_same() {
     }
     assert_eq!(streams[0], streams[1]);
 }
+
+/// Every event of `ticket` a watching expert's stream (from the start)
+/// carries: at least `at_least`, and whatever follows at once.
+async fn events_of(
+    stream: &mut tonic::Streaming<pb::SwarmEvent>,
+    ticket: &str,
+    at_least: usize,
+) -> Vec<pb::TicketEvent> {
+    let mut events = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let wait = if events.len() < at_least {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_millis(500)
+        };
+        match tokio::time::timeout(wait, stream.message()).await {
+            Ok(Ok(Some(e))) => {
+                if let Some(event) = e.event.filter(|ev| ev.ticket_id == ticket) {
+                    events.push(event);
+                }
+            }
+            _ => return events,
+        }
+    }
+}
+
+fn count(events: &[pb::TicketEvent], kind: pb::TicketEventType) -> usize {
+    events.iter().filter(|e| e.r#type == kind as i32).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_during_a_failover_fire_once_and_owner_grace_follows_the_streams() {
+    needs_nats!();
+    // First response due 2 s after creation; owners get 3 s of grace.
+    let config =
+        "owner_grace = 3\n[sla.p1]\nown = \"1h\"\nfirst_response = \"2s\"\nresolve = \"10h\"\n";
+    let mut cluster = TestCluster::start_with(3, Some(config)).await;
+    let writer = writer_index(&cluster, &[0, 1, 2]).await;
+    let follower = (writer + 1) % 3;
+    let survivor = (writer + 2) % 3;
+    let mut on_writer = cluster.clients(writer).await;
+    on_writer
+        .experts
+        .register_expert(expert("ann", &[("net", common::L2)], 5))
+        .await
+        .unwrap();
+    on_writer
+        .experts
+        .register_expert(expert("bob", &[("db", common::L2)], 5))
+        .await
+        .unwrap();
+    // Ann streams from a node that will die; Bob from the writer, which
+    // will die too, and he reconnects to the survivor at once.
+    let _ann = subscribe(&mut cluster.clients(follower).await, "ann", 0).await;
+    let bob = subscribe(&mut on_writer, "bob", 0).await;
+    let survivor_clients = cluster.clients(survivor).await;
+    eventually("the writer sees ann online", || {
+        online_on(&on_writer, "ann")
+    })
+    .await;
+    let p1 = |title: &str, skill: &str| {
+        let mut r = create_request(title, &[(skill, common::L1)], common::P1);
+        r.request_id = title.into();
+        r
+    };
+    let t1 = on_writer
+        .tickets
+        .create_ticket(p1("ann's", "net"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let t2 = on_writer
+        .tickets
+        .create_ticket(p1("bob's", "db"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!((t1.owner_id.as_str(), t2.owner_id.as_str()), ("ann", "bob"));
+
+    // Writer and ann's node die before the deadlines; bob moves over.
+    cluster.nodes[writer].kill();
+    cluster.nodes[follower].kill();
+    drop(bob);
+    let _bob = subscribe(&mut survivor_clients.clone(), "bob", 0).await;
+
+    // After the failover and the grace: the breaches once each, ann's
+    // ticket back to routing, bob's still his.
+    eventually("ann loses her P1 ticket", || async {
+        tickets_on(&survivor_clients).await[&t1.id].1.is_empty()
+    })
+    .await;
+    // A watcher on both channels sees every event of both tickets.
+    let mut watching = survivor_clients.clone();
+    watching
+        .experts
+        .register_expert(expert("eve", &[("net", common::L1), ("db", common::L1)], 1))
+        .await
+        .unwrap();
+    let e1 = events_of(&mut subscribe(&mut watching, "eve", 0).await, &t1.id, 3).await;
+    let e2 = events_of(&mut subscribe(&mut watching, "eve", 0).await, &t2.id, 2).await;
+    assert_eq!(count(&e1, pb::TicketEventType::SlaBreached), 1, "{e1:#?}");
+    assert_eq!(count(&e2, pb::TicketEventType::SlaBreached), 1, "{e2:#?}");
+    assert_eq!(count(&e1, pb::TicketEventType::OwnerLost), 1, "{e1:#?}");
+    assert_eq!(
+        count(&e2, pb::TicketEventType::OwnerLost),
+        0,
+        "bob reconnected in time"
+    );
+    assert_eq!(tickets_on(&survivor_clients).await[&t2.id].1, "bob");
+}

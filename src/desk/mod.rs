@@ -349,6 +349,17 @@ impl Desk {
         fresh.remote = std::mem::take(&mut state.remote);
         fresh.offline_since = std::mem::take(&mut state.offline_since);
         *state = fresh;
+        // As at opening: an urgent ticket's owner who is offline has their
+        // grace counted (from when they went, or from the desk's opening).
+        let away: Vec<_> = state
+            .urgent
+            .keys()
+            .filter(|owner| !state.is_online(owner))
+            .cloned()
+            .collect();
+        for owner in away {
+            self.watch_absence(&state, &owner);
+        }
         crate::metrics::metrics()
             .tickets_waiting
             .set(state.pending.len() as i64);

@@ -76,6 +76,8 @@ pub struct TestCluster {
     pub nodes: Vec<Node>,
     urls: Vec<String>,
     name: String,
+    /// A config file every node reads (service levels), if any.
+    config: Option<PathBuf>,
     dir: TempDir,
 }
 
@@ -83,7 +85,17 @@ impl TestCluster {
     /// Three NATS servers and `nodes` swarmdesk nodes (a, b, c, …), the
     /// first started alone so that it is the first writer.
     pub async fn start(nodes: usize) -> TestCluster {
+        Self::start_with(nodes, None).await
+    }
+
+    /// The same, every node reading the TOML `config` (for `[sla]`).
+    pub async fn start_with(nodes: usize, config: Option<&str>) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
+        let config = config.map(|text| {
+            let path = dir.path().join("swarmdesk.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
         let nats = NatsCluster::start(
             &nats_process::binary(),
             &dir.path().join("nats"),
@@ -96,6 +108,7 @@ impl TestCluster {
             nats,
             nodes: Vec::new(),
             name: format!("t{}", std::process::id()),
+            config,
             dir,
         };
         for i in 0..nodes {
@@ -134,8 +147,14 @@ impl TestCluster {
             .append(true)
             .open(&node.log)
             .unwrap();
-        let child = Command::new(binary())
-            .args(["serve", "--listen", &node.addr.to_string(), "--data-dir"])
+        let mut command = Command::new(binary());
+        if let Some(config) = &self.config {
+            command.arg("serve").arg("--config").arg(config);
+        } else {
+            command.arg("serve");
+        }
+        let child = command
+            .args(["--listen", &node.addr.to_string(), "--data-dir"])
             .arg(&node.data_dir)
             .args(["--cluster", &self.urls.join(",")])
             .args(["--node-id", &node.id, "--cluster-name", &self.name])
