@@ -211,6 +211,78 @@ async fn a_ticket_created_on_one_node_is_owned_once_and_streamed_on_another() {
     assert_eq!(everywhere[&created.id].1, "ann");
 }
 
+/// Clients creating tickets (with request ids) through `nodes`, each
+/// retried on the next node until acknowledged, until stopped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    async fn start(cluster: &TestCluster, nodes: &[usize], skill: &str) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let mut clients = Vec::new();
+            for &i in nodes {
+                clients.push(cluster.clients(i).await);
+            }
+            let (stop, skill) = (stop.clone(), skill.to_owned());
+            writers.push(tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let title = format!("{skill}-w{w}-{n}");
+                    let mut request = create_request(&title, &[(&skill, common::L1)], common::P3);
+                    request.request_id = title;
+                    let deadline = Instant::now() + WAIT * 2;
+                    let mut attempt = 0usize;
+                    let ticket = loop {
+                        let mut c = clients[attempt % clients.len()].clone();
+                        attempt += 1;
+                        match c.tickets.create_ticket(request.clone()).await {
+                            Ok(r) => break r.into_inner().ticket.unwrap(),
+                            Err(status) => {
+                                assert!(
+                                    matches!(
+                                        status.code(),
+                                        tonic::Code::Unavailable | tonic::Code::Aborted
+                                    ),
+                                    "a failover answers UNAVAILABLE or ABORTED, got {status:?}"
+                                );
+                                assert!(
+                                    Instant::now() < deadline,
+                                    "no node took the write: {status:?}"
+                                );
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    };
+                    acknowledged.push(ticket.id);
+                }
+                acknowledged
+            }));
+        }
+        Load { stop, writers }
+    }
+
+    /// Stops the clients; every ticket acknowledged to them.
+    async fn stop(self) -> BTreeSet<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acknowledged = BTreeSet::new();
+        for w in self.writers {
+            acknowledged.extend(w.await.unwrap());
+        }
+        assert!(
+            acknowledged.len() > 8,
+            "the load ran: {}",
+            acknowledged.len()
+        );
+        acknowledged
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_writer_loses_no_acknowledged_write() {
     needs_nats!();
@@ -226,57 +298,22 @@ async fn killing_the_writer_loses_no_acknowledged_write() {
     })
     .await;
 
-    // Clients on the followers create with request ids, retrying on any
-    // node until acknowledged.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let followers = [cluster.clients(1).await, cluster.clients(2).await];
-        let stop = stop.clone();
-        writers.push(tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let mut request =
-                    create_request(&format!("w{w}-{n}"), &[("db", common::L1)], common::P3);
-                request.request_id = format!("w{w}-{n}");
-                let deadline = Instant::now() + WAIT * 2;
-                let mut attempt = 0usize;
-                let ticket = loop {
-                    let mut clients = followers[attempt % followers.len()].clone();
-                    attempt += 1;
-                    match clients.tickets.create_ticket(request.clone()).await {
-                        Ok(r) => break r.into_inner().ticket.unwrap(),
-                        Err(status) => {
-                            assert!(
-                                matches!(
-                                    status.code(),
-                                    tonic::Code::Unavailable | tonic::Code::Aborted
-                                ),
-                                "a failover answers UNAVAILABLE or ABORTED, got {status:?}"
-                            );
-                            assert!(
-                                Instant::now() < deadline,
-                                "no node took the write: {status:?}"
-                            );
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                };
-                acknowledged.push(ticket.id);
-            }
-            acknowledged
-        }));
-    }
+    // A second stream of kim's on the writer, which will die with it.
+    let mut on_writer = cluster.clients(0).await;
+    let mut doomed = subscribe(&mut on_writer, "kim", 0).await;
+    let before_kill = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Ok(Some(e)) = doomed.message().await {
+            seen.push(e.event.unwrap().position);
+        }
+        seen
+    });
+
+    let load = Load::start(&cluster, &[1, 2], "db").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.nodes[0].kill();
     tokio::time::sleep(Duration::from_millis(LEASE_MS * 3)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut acknowledged = BTreeSet::new();
-    for w in writers {
-        acknowledged.extend(w.await.unwrap());
-    }
+    let acknowledged = load.stop().await;
     assert!(
         acknowledged.len() > 8,
         "the load ran: {}",
@@ -293,19 +330,31 @@ async fn killing_the_writer_loses_no_acknowledged_write() {
 
     // The stream on the surviving node saw every ticket once, in order.
     let mut seen = BTreeSet::new();
-    let mut last = 0;
+    let mut positions: Vec<u64> = Vec::new();
     let deadline = Instant::now() + WAIT;
     while !acknowledged.iter().all(|id| seen.contains(id)) {
         assert!(Instant::now() < deadline, "the stream missed tickets");
         let event = common::next(&mut stream).await.event.unwrap();
+        let last = positions.last().copied().unwrap_or(0);
         assert!(
             event.position > last,
             "positions increase: {} after {last}",
             event.position
         );
-        last = event.position;
+        positions.push(event.position);
         seen.insert(event.ticket_id);
     }
+
+    // Kim's stream on the dead node resumes on another from its last
+    // position: together they saw what the survivor's stream saw.
+    let mut seen_dead = before_kill.await.unwrap();
+    let last = seen_dead.last().copied().unwrap_or(0);
+    let mut b = cluster.clients(1).await;
+    let mut resumed = subscribe(&mut b, "kim", last).await;
+    while seen_dead.last().copied().unwrap_or(0) < positions.last().copied().unwrap_or(0) {
+        seen_dead.push(common::next(&mut resumed).await.event.unwrap().position);
+    }
+    assert_eq!(seen_dead, positions, "no gap and no duplicate across nodes");
 
     // The dead writer comes back as a follower, with the same tickets.
     cluster.restart(0);
@@ -644,4 +693,70 @@ async fn deadlines_during_a_failover_fire_once_and_owner_grace_follows_the_strea
         "bob reconnected in time"
     );
     assert_eq!(tickets_on(&survivor_clients).await[&t2.id].1, "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_nats_server_leading_the_log_loses_no_acknowledged_write() {
+    needs_nats!();
+    let mut cluster = TestCluster::start(3).await;
+    let mut c = cluster.clients(2).await;
+    c.experts
+        .register_expert(expert("max", &[("hw", common::L3)], 1000))
+        .await
+        .unwrap();
+    let mut stream = subscribe(&mut c, "max", 0).await;
+    let load = Load::start(&cluster, &[0, 1, 2], "hw").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let status = c
+        .admin
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let leader = status
+        .replicas
+        .iter()
+        .find(|r| r.leader)
+        .expect("the log has a leader")
+        .server
+        .clone();
+    let server = cluster
+        .nats
+        .servers
+        .iter_mut()
+        .find(|s| s.name == leader)
+        .expect("the leader is one of ours");
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let acknowledged = load.stop().await;
+    let everywhere = same_everywhere(&cluster, &[0, 1, 2]).await;
+    for id in &acknowledged {
+        assert!(everywhere.contains_key(id), "acknowledged {id} was lost");
+    }
+    let mut seen = BTreeSet::new();
+    let mut last = 0;
+    while !acknowledged.iter().all(|id| seen.contains(id)) {
+        let event = common::next(&mut stream).await.event.unwrap();
+        assert!(
+            event.position > last,
+            "no duplicate: {} after {last}",
+            event.position
+        );
+        last = event.position;
+        seen.insert(event.ticket_id);
+    }
+    // A new leader serves the log: a write after the kill is acknowledged.
+    let after = c
+        .tickets
+        .create_ticket(create_request(
+            "after the leader died",
+            &[("hw", common::L1)],
+            common::P3,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(after.owner_id, "max");
 }
