@@ -112,7 +112,21 @@ async fn same_everywhere(
                 break;
             }
             if Instant::now() > deadline {
-                assert_eq!(here, expected, "node {} differs", cluster.nodes[i].id);
+                let differ: Vec<_> = expected
+                    .iter()
+                    .filter(|(id, t)| here.get(*id) != Some(*t))
+                    .map(|(id, t)| (id, t, here.get(id)))
+                    .collect();
+                let extra: Vec<_> = here
+                    .keys()
+                    .filter(|id| !expected.contains_key(*id))
+                    .collect();
+                panic!(
+                    "node {} differs from node {}: {differ:?}, only there: {extra:?}\n{}",
+                    cluster.nodes[i].id,
+                    cluster.nodes[nodes[0]].id,
+                    cluster.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             expected = tickets_on(&first).await;

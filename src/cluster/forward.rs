@@ -224,12 +224,36 @@ where
                 .headers_mut()
                 .remove(LOG_SEQ_HEADER)
                 .and_then(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()));
+            // The whole answer is read before any of it is passed on: a
+            // writer dying mid-answer then reads as a failover, not as a
+            // broken stream (the write may have happened: retry by id).
+            let (parts, body) = response.into_parts();
+            let collected = match http_body_util::BodyExt::collect(body).await {
+                Ok(collected) => collected,
+                Err(e) => {
+                    return Ok(unavailable(
+                        "OUTCOME_UNKNOWN",
+                        format!(
+                            "the writer, node {}, stopped answering: {e}; retry with the same request_id",
+                            writer.node
+                        ),
+                    ))
+                }
+            };
             if let Some(seq) = seq {
                 if let Err(e) = cluster.log().applied_to(seq, APPLY_WAIT).await {
                     tracing::warn!(error = %e, "answering a forwarded write before applying it");
                 }
             }
-            Ok(response)
+            let trailers = collected.trailers().cloned();
+            let mut frames = vec![Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                collected.to_bytes(),
+            ))];
+            if let Some(trailers) = trailers {
+                frames.push(Ok(http_body::Frame::trailers(trailers)));
+            }
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+            Ok(http::Response::from_parts(parts, Body::new(body)))
         })
     }
 }

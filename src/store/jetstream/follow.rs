@@ -14,6 +14,8 @@ use crate::domain::TicketEvent;
 use crate::store::sled::SledState;
 use crate::store::{Change, Entry, State, StoreError, TicketStore};
 
+const FOLLOW_EXPIRES: Duration = Duration::from_secs(2);
+
 pub(super) async fn run(shared: Arc<Shared>) {
     while !shared.stop.is_cancelled() {
         if lock(&shared.core).role == Role::Rebuilding {
@@ -53,6 +55,11 @@ async fn messages(
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
+            // Pulls expire (and idle heartbeats come) every second or so:
+            // a consumer lost with the stream's leader is noticed by two
+            // missed heartbeats and made again within seconds, not the
+            // default's half minute.
+            max_expires: FOLLOW_EXPIRES,
             ..Default::default()
         })
         .await
