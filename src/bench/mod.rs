@@ -16,6 +16,10 @@
 //! - `slow-reader`: create throughput with one stalled stream vs without;
 //!   the stalled stream then reads everything, losing nothing.
 //! - `claim-storm`: unowned tickets claimed by many experts at once.
+//! - `cluster` (run only when named): its own 3 NATS servers and 3 nodes;
+//!   create through the writer and through a follower beside the bare
+//!   JetStream publish floor, creates per log message, failover time over
+//!   several kills of the writer, and the cost of `sync_interval: always`.
 //!
 //! Progress goes to stderr, a table and one final JSON line to stdout.
 
@@ -48,6 +52,8 @@ pub enum Scenario {
     Recovery,
     SlowReader,
     ClaimStorm,
+    /// Its own 3 NATS servers and 3 nodes; not in the default set.
+    Cluster,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -116,6 +122,8 @@ pub(crate) struct Plan {
     pub(crate) recovery_open: usize,
     pub(crate) storm_tickets: usize,
     pub(crate) storm_experts: usize,
+    pub(crate) cluster_concurrency: usize,
+    pub(crate) cluster_kills: usize,
 }
 
 impl Plan {
@@ -137,6 +145,8 @@ impl Plan {
             recovery_open: 10_000,
             storm_tickets: 1_000,
             storm_experts: 64,
+            cluster_concurrency: 64,
+            cluster_kills: 5,
         };
         let mut plan = if args.smoke {
             Plan {
@@ -149,6 +159,8 @@ impl Plan {
                 recovery_open: 20,
                 storm_tickets: 50,
                 storm_experts: 8,
+                cluster_concurrency: 8,
+                cluster_kills: 1,
                 ..full
             }
         } else if args.quick {
@@ -288,6 +300,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
                 scenarios::claim_storm(&plan, args.target.as_deref(), &mut report).await?
             }
             Scenario::Fanout => scenarios::fanout(&plan, &mut report).await?,
+            Scenario::Cluster => scenarios::cluster(&plan, &mut report).await?,
             Scenario::Recovery => {
                 scenarios::recovery(&plan, args.store.as_deref(), &mut report).await?
             }

@@ -32,28 +32,64 @@ fn free_addr() -> Result<SocketAddr, BenchError> {
     Ok(listener.local_addr()?)
 }
 
+/// `swarmdesk serve` on `addr` and `data_dir`, warnings to stderr.
+fn serve(addr: SocketAddr, data_dir: &Path) -> Result<Command, BenchError> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    Ok(command)
+}
+
 impl ServerProcess {
     /// Starts `swarmdesk serve` on `data_dir`; returns once it is SERVING,
     /// with the time that took.
     pub(crate) async fn swarmdesk(data_dir: &Path) -> Result<(Self, Duration), BenchError> {
         let addr = free_addr()?;
         let started = Instant::now();
-        let child = Command::new(std::env::current_exe()?)
-            .args([
-                "serve",
-                "--listen",
-                &addr.to_string(),
-                "--log-level",
-                "warn",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let child = serve(addr, data_dir)?.spawn()?;
         let process = ServerProcess { child, addr };
         wait_serving(addr).await?;
         Ok((process, started.elapsed()))
+    }
+
+    /// Starts a cluster node (`serve --cluster`) on `data_dir`; returns once
+    /// it accepts connections (it serves once the cluster has a writer).
+    pub(crate) async fn cluster_node(
+        data_dir: &Path,
+        nats: &[String],
+        node_id: &str,
+        name: &str,
+    ) -> Result<Self, BenchError> {
+        let addr = free_addr()?;
+        let child = serve(addr, data_dir)?
+            .args(["--cluster", &nats.join(","), "--node-id", node_id])
+            .args([
+                "--cluster-name",
+                name,
+                "--lease-ms",
+                "2000",
+                "--heartbeat-ms",
+                "500",
+            ])
+            .spawn()?;
+        let process = ServerProcess { child, addr };
+        wait_connectable(addr).await?;
+        Ok(process)
+    }
+
+    /// Waits until the server says SERVING.
+    pub(crate) async fn serving(&self) -> Result<(), BenchError> {
+        wait_serving(self.addr).await
     }
 
     /// Starts the bare baseline server; its `DurableEcho` writes to a

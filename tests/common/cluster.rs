@@ -71,6 +71,10 @@ impl Node {
     }
 }
 
+/// Clusters running at once in one test binary: each is six processes,
+/// and more at once on a small machine only makes elections slow.
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 pub struct TestCluster {
     pub nats: NatsCluster,
     pub nodes: Vec<Node>,
@@ -79,6 +83,8 @@ pub struct TestCluster {
     /// A config file every node reads (service levels), if any.
     config: Option<PathBuf>,
     dir: TempDir,
+    /// Last: given back once everything above is stopped.
+    _turn: tokio::sync::SemaphorePermit<'static>,
 }
 
 impl TestCluster {
@@ -90,6 +96,7 @@ impl TestCluster {
 
     /// The same, every node reading the TOML `config` (for `[sla]`).
     pub async fn start_with(nodes: usize, config: Option<&str>) -> TestCluster {
+        let turn = RUNNING.acquire().await.expect("never closed");
         let dir = tempfile::tempdir().unwrap();
         let config = config.map(|text| {
             let path = dir.path().join("swarmdesk.toml");
@@ -104,6 +111,7 @@ impl TestCluster {
         )
         .unwrap();
         let mut cluster = TestCluster {
+            _turn: turn,
             urls: nats.urls(),
             nats,
             nodes: Vec::new(),

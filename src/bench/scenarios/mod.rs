@@ -2,12 +2,14 @@
 //! connections, tokens, experts online, the closed loop and its figures.
 
 mod claim_storm;
+mod cluster;
 mod create;
 mod fanout;
 mod recovery;
 mod slow_reader;
 
 pub(super) use self::claim_storm::claim_storm;
+pub(super) use self::cluster::cluster;
 pub(super) use self::create::create;
 pub(super) use self::fanout::fanout;
 pub(super) use self::recovery::recovery;
