@@ -13,22 +13,18 @@ use common::cluster::{TestCluster, LEASE_MS};
 use common::{create_request, Clients, WAIT};
 use swarmdesk::rpc::pb;
 
-fn expert(id: &str, skills: &[(&str, i32)], capacity: u32) -> pb::RegisterExpertRequest {
-    pb::RegisterExpertRequest {
-        expert: Some(pb::Expert {
-            id: id.into(),
-            display_name: id.to_uppercase(),
-            skills: skills
-                .iter()
-                .map(|(t, r)| pb::Skill {
-                    tag: (*t).into(),
-                    rank: *r,
-                })
-                .collect(),
-            capacity,
-            ..Default::default()
-        }),
-    }
+use common::register_request as expert;
+
+/// Creates a ticket through `clients`, which must succeed.
+async fn create_ok(clients: &mut Clients, request: pb::CreateTicketRequest) -> pb::Ticket {
+    clients
+        .tickets
+        .create_ticket(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap()
 }
 
 async fn subscribe(
@@ -152,18 +148,11 @@ async fn a_ticket_created_on_one_node_is_owned_once_and_streamed_on_another() {
     let mut stream = subscribe(&mut c, "ann", 0).await;
     eventually("the writer sees ann online", || online_on(&a, "ann")).await;
 
-    let created = a
-        .tickets
-        .create_ticket(create_request(
-            "vpn down",
-            &[("network", common::L2)],
-            common::P2,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let created = create_ok(
+        &mut a,
+        create_request("vpn down", &[("network", common::L2)], common::P2),
+    )
+    .await;
     assert_eq!(created.owner_id, "ann", "routed to the one online expert");
     let event = common::next_where(&mut stream, |e| {
         e.event
@@ -182,18 +171,11 @@ async fn a_ticket_created_on_one_node_is_owned_once_and_streamed_on_another() {
             .await
             .unwrap();
     }
-    let open = b
-        .tickets
-        .create_ticket(create_request(
-            "storm",
-            &[("storm", common::L2)],
-            common::P3,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let open = create_ok(
+        &mut b,
+        create_request("storm", &[("storm", common::L2)], common::P3),
+    )
+    .await;
     assert_eq!(open.owner_id, "", "nobody with storm skills is online");
     let mut claims = Vec::new();
     for round in 0..4 {
@@ -457,18 +439,11 @@ async fn a_paused_writer_is_fenced_when_it_wakes_and_the_log_does_not_fork() {
         .register_expert(expert("sam", &[("mail", common::L2)], 100))
         .await
         .unwrap();
-    let ticket = on_writer
-        .tickets
-        .create_ticket(create_request(
-            "mail down",
-            &[("mail", common::L1)],
-            common::P3,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let ticket = create_ok(
+        &mut on_writer,
+        create_request("mail down", &[("mail", common::L1)], common::P3),
+    )
+    .await;
 
     // Paused past its lease: another node takes over.
     cluster.nodes[first].signal("STOP");
@@ -659,22 +634,8 @@ async fn deadlines_during_a_failover_fire_once_and_owner_grace_follows_the_strea
         r.request_id = title.into();
         r
     };
-    let t1 = on_writer
-        .tickets
-        .create_ticket(p1("ann's", "net"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
-    let t2 = on_writer
-        .tickets
-        .create_ticket(p1("bob's", "db"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let t1 = create_ok(&mut on_writer, p1("ann's", "net")).await;
+    let t2 = create_ok(&mut on_writer, p1("bob's", "db")).await;
     assert_eq!((t1.owner_id.as_str(), t2.owner_id.as_str()), ("ann", "bob"));
 
     // Writer and ann's node die before the deadlines; bob moves over.
@@ -760,17 +721,10 @@ async fn killing_the_nats_server_leading_the_log_loses_no_acknowledged_write() {
         seen.insert(event.ticket_id);
     }
     // A new leader serves the log: a write after the kill is acknowledged.
-    let after = c
-        .tickets
-        .create_ticket(create_request(
-            "after the leader died",
-            &[("hw", common::L1)],
-            common::P3,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let after = create_ok(
+        &mut c,
+        create_request("after the leader died", &[("hw", common::L1)], common::P3),
+    )
+    .await;
     assert_eq!(after.owner_id, "max");
 }

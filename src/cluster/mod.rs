@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::desk::Desk;
 use crate::domain::ExpertId;
-use crate::store::jetstream::{nats_token, JetStreamLog, Role};
+use crate::store::jetstream::{nats_token, until_jetstream_answers, JetStreamLog, Role};
 use crate::store::StoreError;
 
 /// How a node takes part in a cluster.
@@ -128,9 +128,8 @@ async fn bucket(
     max_age: Duration,
     replicas: usize,
 ) -> Result<kv::Store, StoreError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let made = match js.get_key_value(&name).await {
+    until_jetstream_answers(&format!("the bucket {name}"), || async {
+        match js.get_key_value(&name).await {
             Ok(store) => Ok(store),
             Err(_) => {
                 js.create_key_value(kv::Config {
@@ -143,20 +142,9 @@ async fn bucket(
                 })
                 .await
             }
-        };
-        match made {
-            Ok(store) => return Ok(store),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(bucket = %name, error = %e, "waiting for JetStream");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot create or find the bucket {name}: {e}"
-                )))
-            }
         }
-    }
+    })
+    .await
 }
 
 fn now_micros() -> i64 {

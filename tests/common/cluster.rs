@@ -237,17 +237,11 @@ impl TestCluster {
             if let Ok(mut clients) = tokio::time::timeout(WAIT, self.clients(i)).await {
                 let probe = clients
                     .experts
-                    .register_expert(pb::RegisterExpertRequest {
-                        expert: Some(pb::Expert {
-                            id: format!("probe-{}", self.nodes[i].id),
-                            display_name: "probe".into(),
-                            skills: vec![pb::Skill {
-                                tag: "probe".into(),
-                                rank: pb::Rank::L1 as i32,
-                            }],
-                            ..Default::default()
-                        }),
-                    })
+                    .register_expert(super::register_request(
+                        &format!("probe-{}", self.nodes[i].id),
+                        &[("probe", pb::Rank::L1 as i32)],
+                        0,
+                    ))
                     .await;
                 if probe.is_ok() {
                     return;

@@ -241,21 +241,7 @@ impl TestServer {
     pub async fn register(&self, id: &str, skills: &[(&str, i32)], capacity: u32) -> pb::Expert {
         self.experts
             .clone()
-            .register_expert(pb::RegisterExpertRequest {
-                expert: Some(pb::Expert {
-                    id: id.into(),
-                    display_name: id.to_uppercase(),
-                    skills: skills
-                        .iter()
-                        .map(|(t, r)| pb::Skill {
-                            tag: (*t).into(),
-                            rank: *r,
-                        })
-                        .collect(),
-                    capacity,
-                    ..Default::default()
-                }),
-            })
+            .register_expert(register_request(id, skills, capacity))
             .await
             .unwrap()
             .into_inner()
@@ -381,6 +367,29 @@ impl TestServer {
             })
             .await
             .map(tonic::Response::into_inner)
+    }
+}
+
+/// An expert `id` (display name in capitals) with `skills` as (tag, rank).
+pub fn register_request(
+    id: &str,
+    skills: &[(&str, i32)],
+    capacity: u32,
+) -> pb::RegisterExpertRequest {
+    pb::RegisterExpertRequest {
+        expert: Some(pb::Expert {
+            id: id.into(),
+            display_name: id.to_uppercase(),
+            skills: skills
+                .iter()
+                .map(|(t, r)| pb::Skill {
+                    tag: (*t).into(),
+                    rank: *r,
+                })
+                .collect(),
+            capacity,
+            ..Default::default()
+        }),
     }
 }
 

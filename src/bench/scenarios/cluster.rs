@@ -44,25 +44,17 @@ async fn floor(
     size: usize,
 ) -> Result<(u64, Duration, Histogram<u64>), BenchError> {
     let js = jetstream::new(nats_client(urls).await?);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let made = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: "BENCH_FLOOR".into(),
-                subjects: vec!["bench.floor".into()],
-                num_replicas: 3,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await;
-        match made {
-            Ok(_) => break,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Err(e) => return Err(failed("creating the floor's stream", e)),
-        }
-    }
+    crate::store::jetstream::until_jetstream_answers("the floor's stream", || {
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: "BENCH_FLOOR".into(),
+            subjects: vec!["bench.floor".into()],
+            num_replicas: 3,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+    })
+    .await
+    .map_err(|e| failed("creating the floor's stream", e))?;
     let payload = bytes::Bytes::from(vec![b'x'; size]);
     let started = Instant::now();
     let end = started + duration;

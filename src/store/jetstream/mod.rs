@@ -243,6 +243,30 @@ pub fn parse_version(version: &str) -> Option<(u64, u64)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// Retries `attempt` for up to a minute: a NATS cluster that has just
+/// started elects its JetStream leader before it creates anything.
+pub(crate) async fn until_jetstream_answers<T, E, F, Fut>(
+    what: &str,
+    mut attempt: F,
+) -> Result<T, StoreError>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match attempt().await {
+            Ok(made) => return Ok(made),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(what, error = %e, "waiting for JetStream");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(unavailable(&format!("cannot create or find {what}"), e)),
+        }
+    }
+}
+
 /// Connects to NATS and checks the server's version.
 pub async fn connect(config: &JetStreamConfig) -> Result<async_nats::Client, StoreError> {
     let mut options = async_nats::ConnectOptions::new()
@@ -351,32 +375,21 @@ impl JetStreamLog {
         let client = connect(&config).await?;
         let max_payload = client.server_info().max_payload;
         let js = jetstream::new(client.clone());
-        // A cluster that has just started elects its JetStream leader first.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let stream = loop {
-            let created = js
-                .get_or_create_stream(jetstream::stream::Config {
-                    name: config.stream_name(),
-                    subjects: vec![config.subject()],
-                    num_replicas: config.replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    // A retried batch within this window is recognised by its id.
-                    duplicate_window: Duration::from_secs(120),
-                    allow_direct: true,
-                    deny_delete: true,
-                    deny_purge: true,
-                    ..Default::default()
-                })
-                .await;
-            match created {
-                Ok(stream) => break stream,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::info!(error = %e, "waiting for JetStream");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => return Err(unavailable("cannot create or find the log's stream", e)),
-            }
-        };
+        let stream = until_jetstream_answers("the log's stream", || {
+            js.get_or_create_stream(jetstream::stream::Config {
+                name: config.stream_name(),
+                subjects: vec![config.subject()],
+                num_replicas: config.replicas,
+                storage: jetstream::stream::StorageType::File,
+                // A retried batch within this window is recognised by its id.
+                duplicate_window: Duration::from_secs(120),
+                allow_direct: true,
+                deny_delete: true,
+                deny_purge: true,
+                ..Default::default()
+            })
+        })
+        .await?;
         let last = stream.cached_info().state.last_sequence;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StoreError::Backend(format!("cannot create {}: {e}", config.data_dir.display()))
