@@ -4,6 +4,13 @@
 //! reads go on, health turns NOT_SERVING; once space is freed the server
 //! stops in order with its restart status, and started again it has every
 //! acknowledged ticket and takes writes. SIGTERM on a full disk ends it.
+//!
+//! A disk that fails every I/O (an ext4 image on a loop device, shut down
+//! with `FS_IOC_SHUTDOWN`, as a dying disk or a yanked volume is): writes
+//! are refused with UNAVAILABLE `DATA_DIR_UNWRITABLE`, reads go on from
+//! memory, health turns NOT_SERVING, SIGTERM ends the server, and what was
+//! acknowledged is there once the volume is back. A data dir on a
+//! read-only volume is refused at start, naming it.
 
 mod common;
 
@@ -57,6 +64,110 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// An ext4 volume on a loop device whose image lives on its own tmpfs
+/// (never the machine's disk); unmounted and detached when dropped.
+struct Ext4 {
+    image: PathBuf,
+    device: String,
+    path: PathBuf,
+    _tmpfs: Tmpfs,
+}
+
+impl Ext4 {
+    /// `None`, with the reason printed, where loop devices are not allowed.
+    fn mount() -> Option<Ext4> {
+        let tmpfs = Tmpfs::mount(80)?;
+        let image = tmpfs.path.join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let attached = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&image)
+            .stderr(Stdio::piped())
+            .output();
+        let device = match attached {
+            Ok(out) if out.status.success() => {
+                String::from_utf8(out.stdout).unwrap().trim().to_owned()
+            }
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: no loop device here ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run losetup here ({e})");
+                return None;
+            }
+        };
+        let path = tmpfs.path.join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let disk = Ext4 {
+            image,
+            device,
+            path,
+            _tmpfs: tmpfs,
+        };
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", &disk.device])
+            .status()
+            .map(|s| s.success());
+        if !matches!(made, Ok(true)) {
+            eprintln!("SKIPPED: mkfs.ext4 failed or is missing ({made:?})");
+            return None;
+        }
+        disk.remount(&[]).then_some(disk)
+    }
+
+    /// Mounts the volume (again), with `options` such as `ro`.
+    fn remount(&self, options: &[&str]) -> bool {
+        let _ = Command::new("umount").arg(&self.path).status();
+        let mut mount = Command::new("mount");
+        if !options.is_empty() {
+            mount.args(["-o", &options.join(",")]);
+        }
+        let status = mount.arg(&self.device).arg(&self.path).status();
+        match status {
+            Ok(s) if s.success() => true,
+            other => {
+                eprintln!("SKIPPED: cannot mount {} here ({other:?})", self.device);
+                false
+            }
+        }
+    }
+
+    /// Every I/O on the volume fails from now on (EIO), as on a dead
+    /// disk: ext4's `FS_IOC_SHUTDOWN`, without flushing the journal.
+    /// Done through Python's `fcntl`, since this crate forbids `unsafe`.
+    fn fail(&self) -> bool {
+        let script = "import fcntl,os,struct,sys\n\
+            fd=os.open(sys.argv[1],os.O_RDONLY)\n\
+            fcntl.ioctl(fd,(2<<30)|(4<<16)|(ord('X')<<8)|125,struct.pack('I',2))\n";
+        let status = Command::new("python3")
+            .args(["-c", script])
+            .arg(&self.path)
+            .status();
+        match status {
+            Ok(s) if s.success() => true,
+            other => {
+                eprintln!("SKIPPED: cannot shut the volume down here ({other:?})");
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = std::fs::remove_file(&self.image);
     }
 }
 
@@ -206,6 +317,163 @@ async fn sigterm_on_a_full_disk_ends_the_server() {
     // on a full disk never returned, before).
     let exit = wait_exit(&mut server.child).await;
     assert!(exit.code().is_some(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn a_disk_that_fails_every_io_refuses_writes_keeps_reads_and_stops_on_sigterm() {
+    let Some(disk) = Ext4::mount() else {
+        return;
+    };
+    let data_dir = disk.path.join("data");
+    let mut server = start_with(&data_dir, |command| {
+        command
+            .args(["--shutdown-grace", "2"])
+            .env("SWARMDESK_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+    });
+    let c = Clients::new(connect(server.addr).await, Some(&admin_token(&data_dir)));
+    let mut acknowledged = Vec::new();
+    for n in 0..5 {
+        let reply = c
+            .tickets
+            .clone()
+            .create_ticket(pb::CreateTicketRequest {
+                title: format!("before {n}"),
+                requester: "cust".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        acknowledged.push(reply.into_inner().ticket.unwrap().id);
+    }
+    if !disk.fail() {
+        return;
+    }
+
+    let refused = c
+        .tickets
+        .clone()
+        .create_ticket(pb::CreateTicketRequest {
+            title: "after the disk died".into(),
+            requester: "cust".into(),
+            request_id: "dead-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let info = refused.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.reason, "DATA_DIR_UNWRITABLE", "{refused:?}");
+    assert_eq!(
+        info.metadata.get("data_dir"),
+        Some(&data_dir.display().to_string())
+    );
+    // And every write after it, also one that would touch no ticket.
+    let again = c
+        .tickets
+        .clone()
+        .create_ticket(pb::CreateTicketRequest {
+            title: "again".into(),
+            requester: "cust".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::Unavailable, "{again:?}");
+
+    // Reads go on from what the server holds in memory.
+    let first = c
+        .tickets
+        .clone()
+        .get_ticket(pb::GetTicketRequest {
+            id: acknowledged[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.title, "before 0");
+    let mut status = None;
+    for _ in 0..400 {
+        status = health(server.addr).await;
+        if status == Some(ServingStatus::NotServing as i32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(ServingStatus::NotServing as i32));
+
+    sigterm(&server.child);
+    let exit = wait_exit(&mut server.child).await;
+    assert!(exit.code().is_some(), "{exit:?}");
+
+    // The volume back (its journal replayed at mount): every acknowledged
+    // ticket is there, the refused one is not, and writes resume.
+    if !disk.remount(&[]) {
+        return;
+    }
+    let server = start(&data_dir);
+    let c = Clients::new(connect(server.addr).await, Some(&admin_token(&data_dir)));
+    for id in &acknowledged {
+        c.tickets
+            .clone()
+            .get_ticket(pb::GetTicketRequest { id: id.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged {id} lost: {e:?}"));
+    }
+    let listed = c
+        .tickets
+        .clone()
+        .list_tickets(pb::ListTicketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.tickets.len(), acknowledged.len(), "{listed:?}");
+    c.tickets
+        .clone()
+        .create_ticket(pb::CreateTicketRequest {
+            title: "after".into(),
+            requester: "cust".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_data_dir_on_a_read_only_volume_is_refused_at_start_naming_it() {
+    let Some(disk) = Ext4::mount() else {
+        return;
+    };
+    let data_dir = disk.path.join("data");
+    // A store made while the volume was writable, then the volume read-only.
+    let server = start(&data_dir);
+    let c = Clients::new(connect(server.addr).await, Some(&admin_token(&data_dir)));
+    c.tickets
+        .clone()
+        .create_ticket(pb::CreateTicketRequest {
+            title: "made".into(),
+            requester: "cust".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    sigterm(&server.child);
+    let mut server = server;
+    wait_exit(&mut server.child).await;
+    if !disk.remount(&["ro"]) {
+        return;
+    }
+    let output = Command::new(binary())
+        .args(["serve", "--listen", &free_port().to_string(), "--data-dir"])
+        .arg(&data_dir)
+        .env("SWARMDESK_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains(&data_dir.display().to_string()), "{said}");
+    assert!(said.to_lowercase().contains("read-only"), "{said}");
 }
 
 /// A channel once the server answers at all (health may be NOT_SERVING).
