@@ -261,23 +261,6 @@ async fn call(
     }
 }
 
-/// The bytes a status takes as sent: grpc-message percent-encoded (what
-/// is not printable ASCII, and '%', takes 3 bytes), details in base64.
-fn wire_size(status: &Status) -> usize {
-    let message: usize = status
-        .message()
-        .bytes()
-        .map(|b| {
-            if (0x20..0x7f).contains(&b) && b != b'%' {
-                1
-            } else {
-                3
-            }
-        })
-        .sum();
-    message + status.details().len().div_ceil(3) * 4
-}
-
 #[tokio::test]
 async fn every_rpc_answers_long_string_inputs_with_a_small_precise_error() {
     let server = spawn_server().await;
