@@ -25,6 +25,9 @@ const MAX_EXPERT_ID_CHARS: usize = 128;
 /// Longest skill tag (`[a-z0-9][a-z0-9._-]{0,63}`).
 const MAX_TAG_CHARS: usize = 64;
 
+/// Makes a value of a given size.
+type Filler = fn(usize) -> String;
+
 /// A value of exactly `n` characters, two bytes each.
 fn chars(n: usize) -> String {
     "é".repeat(n)
@@ -288,7 +291,7 @@ async fn every_limited_field_takes_its_limit_and_refuses_one_more_naming_itself(
     let d = Desk::open(&server).await;
 
     // Tickets.
-    let cases: Vec<(&str, usize, fn(usize) -> String)> = vec![
+    let cases: [(&str, usize, Filler); 5] = [
         ("title", MAX_TITLE_CHARS, chars),
         ("description", MAX_BODY_BYTES, bytes),
         ("requester", MAX_SHORT_TEXT_CHARS, chars),
