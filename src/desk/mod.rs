@@ -325,7 +325,7 @@ impl Desk {
     /// reloaded from what was applied, on a blocking thread and outside
     /// the routing lock (reading a replicated log crosses a network). Who
     /// is online is this node's own knowledge and is kept.
-    async fn ready(&self) -> Result<(), DeskError> {
+    pub(crate) async fn ready(&self) -> Result<(), DeskError> {
         self.check_running()?;
         if !self.is_stale() {
             return Ok(());
@@ -372,7 +372,7 @@ impl Desk {
 
     /// Whether the routing state must be loaded again before anything is
     /// appended on it (see [`Desk::resync_after`], `loaded_epoch`).
-    fn is_stale(&self) -> bool {
+    pub(crate) fn is_stale(&self) -> bool {
         self.inner.stale.load(Ordering::Acquire)
             || self.inner.storage.log.epoch() != self.inner.loaded_epoch.load(Ordering::Acquire)
     }

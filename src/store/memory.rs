@@ -360,6 +360,15 @@ pub enum Fault {
     /// Timed out after reaching the stream: stored, but this writer does
     /// not know it (nor applies it) until it catches up.
     TimeoutStored,
+    /// The node dies at this append: with `stored`, after the entry
+    /// reached the stream and before the node applied it or answered;
+    /// without, before it reached the stream. The log refuses everything
+    /// after ([`MemoryLog::crashed`]); the node is opened again from the
+    /// stream.
+    Crash { stored: bool },
+    /// No fault: this append goes through (so that a queued fault meets a
+    /// later append, such as the third write of a recovery).
+    Pass,
 }
 
 /// What one writer knows of the stream.
@@ -370,6 +379,9 @@ struct Writer {
     next_ticket: u64,
     next_article: u64,
     closed: bool,
+    crashed: bool,
+    /// Appends refused by the fence or by an injected fault.
+    faults_met: u64,
 }
 
 /// One node's log over a shared [`Stream`], applying to its own state.
@@ -403,6 +415,8 @@ impl MemoryLog {
                 next_ticket: 1,
                 next_article: 1,
                 closed: false,
+                crashed: false,
+                faults_met: 0,
             }),
             faults: Mutex::new(std::collections::VecDeque::new()),
             blobs: Mutex::new(BTreeMap::new()),
@@ -426,6 +440,21 @@ impl MemoryLog {
     /// Makes a coming append meet `fault` (after those already queued).
     pub fn inject(&self, fault: Fault) {
         lock(&self.faults).push_back(fault);
+    }
+
+    /// Faults queued and not yet met by an append.
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.faults).len()
+    }
+
+    /// How many appends the fence or an injected fault refused.
+    pub fn faults_met(&self) -> u64 {
+        lock(&self.writer).faults_met
+    }
+
+    /// Whether the node died at an append ([`Fault::Crash`]).
+    pub fn crashed(&self) -> bool {
+        lock(&self.writer).crashed
     }
 
     /// Applies the entries other writers appended since this one last
@@ -491,6 +520,7 @@ impl Log for MemoryLog {
         let mut entries = lock(&self.stream.entries);
         let last = entries.len() as u64;
         if last != writer.applied {
+            writer.faults_met += 1;
             return Err(StoreError::Fenced(format!(
                 "expected the log to end at sequence {}, it ends at {last}",
                 writer.applied
@@ -504,7 +534,11 @@ impl Log for MemoryLog {
             first_position,
             change,
         };
-        match lock(&self.faults).pop_front() {
+        let fault = lock(&self.faults).pop_front();
+        if !matches!(fault, None | Some(Fault::Pass)) {
+            writer.faults_met += 1;
+        }
+        match fault {
             None => {}
             Some(Fault::Fence) => {
                 return Err(StoreError::Fenced(
@@ -520,6 +554,15 @@ impl Log for MemoryLog {
                     "injected: stored, unacknowledged".into(),
                 ));
             }
+            Some(Fault::Crash { stored }) => {
+                if stored {
+                    entries.push(entry);
+                }
+                writer.closed = true;
+                writer.crashed = true;
+                return Err(StoreError::Closed);
+            }
+            Some(Fault::Pass) => {}
         }
         // The state checks a change before changing anything, so a refused
         // one reaches neither the state nor the log.
