@@ -46,6 +46,8 @@ mod reads;
 mod recovery;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod torn;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -39,7 +39,7 @@ fn state(version: u64, status: TicketStatus) -> TicketState {
     }
 }
 
-fn create(store: &SledStore, key: Option<&str>) -> Appended {
+pub(super) fn create(store: &SledStore, key: Option<&str>) -> Appended {
     let id = store.allocate_ticket_id().unwrap();
     store
         .append(Change::Ticket(Commit {
