@@ -12,61 +12,17 @@ mod common;
 
 use std::collections::HashMap;
 
-use bytes::{Buf, BufMut};
 use common::*;
-use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
-use prost_types::{DescriptorProto, FileDescriptorSet};
+use prost_types::DescriptorProto;
 use swarmdesk::rpc::pb;
+use swarmdesk::rpc::raw::{api, call, wire_size, Api};
 use swarmdesk::sim::Rng;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::{Code, Status};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 /// The longest error, as sent, that every client reads.
 const ERROR_BUDGET: usize = 2 * 1024;
-
-/// Sends pre-encoded request bytes; ignores what comes back.
-#[derive(Clone, Default)]
-struct Raw;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = ();
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
-        src.advance(src.remaining());
-        Ok(Some(()))
-    }
-}
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = ();
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
 
 fn varint(mut n: u64, out: &mut Vec<u8>) {
     while n >= 0x80 {
@@ -206,65 +162,10 @@ fn request(numbers: &[i32], value: &[u8]) -> Vec<u8> {
     }
 }
 
-/// One RPC of the API, as its descriptors give it.
-struct Method {
-    name: String,
-    path: http::uri::PathAndQuery,
-    input: String,
-    streaming: bool,
-}
-
-/// The API's messages by full name, and every RPC the server serves.
-fn api() -> (HashMap<String, DescriptorProto>, Vec<Method>) {
-    let set = FileDescriptorSet::decode(swarmdesk::rpc::pb::FILE_DESCRIPTOR_SET).unwrap();
-    let mut messages = HashMap::new();
-    for file in &set.file {
-        for m in &file.message_type {
-            messages.insert(format!("{}.{}", file.package(), m.name()), m.clone());
-        }
-    }
-    let mut methods = Vec::new();
-    for file in set.file.iter().filter(|f| f.package() == "swarmdesk.v1") {
-        for service in file.service.iter().filter(|s| s.name() != "BenchBaseline") {
-            for method in &service.method {
-                methods.push(Method {
-                    name: format!("{}.{}", service.name(), method.name()),
-                    path: format!("/swarmdesk.v1.{}/{}", service.name(), method.name())
-                        .parse()
-                        .unwrap(),
-                    input: method.input_type().trim_start_matches('.').to_owned(),
-                    streaming: method.server_streaming(),
-                });
-            }
-        }
-    }
-    (messages, methods)
-}
-
-/// Sends `body` to `method`; the status if it was refused.
-async fn call(
-    channel: &swarmdesk::client::AuthedChannel,
-    method: &Method,
-    body: Vec<u8>,
-) -> Result<(), Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready().await.unwrap();
-    let request = tonic::Request::new(body);
-    if method.streaming {
-        grpc.server_streaming(request, method.path.clone(), Raw)
-            .await
-            .map(drop)
-    } else {
-        grpc.unary(request, method.path.clone(), Raw)
-            .await
-            .map(drop)
-    }
-}
-
 #[tokio::test]
 async fn every_rpc_answers_long_string_inputs_with_a_small_precise_error() {
     let server = spawn_server().await;
-    let (messages, methods) = api();
+    let Api { messages, methods } = api();
     let channel =
         swarmdesk::client::with_token(server.channel.clone(), Some(&server.admin_token)).unwrap();
     let inputs: [(&str, Vec<u8>); 3] = [
@@ -325,7 +226,7 @@ async fn every_rpc_answers_long_string_inputs_with_a_small_precise_error() {
 #[tokio::test]
 async fn random_requests_to_every_rpc_never_break_the_server() {
     let server = spawn_server().await;
-    let (messages, methods) = api();
+    let Api { messages, methods } = api();
     let channel =
         swarmdesk::client::with_token(server.channel.clone(), Some(&server.admin_token)).unwrap();
     let mut rng = Rng::new(0x005E_ED0F_5EED);

@@ -17,6 +17,7 @@ use swarmdesk::domain::model::{
 };
 use swarmdesk::knowledge::MAX_QUERY_CHARS;
 use swarmdesk::rpc::pb;
+use swarmdesk::rpc::raw::wire_size;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 

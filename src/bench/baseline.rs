@@ -22,7 +22,7 @@ use crate::rpc::pb::bench_baseline_server::{BenchBaseline, BenchBaselineServer};
 use crate::rpc::pb::{self, CreateTicketRequest, CreateTicketResponse};
 use crate::rpc::tickets::EventStream;
 use crate::store::sled::{SledConfig, SledStore};
-use crate::store::{BlobStore, EventSink, StoreError};
+use crate::store::{BlobStore, NoSink, StoreError};
 
 fn now() -> prost_types::Timestamp {
     let d = SystemTime::now()
@@ -62,14 +62,6 @@ fn ticket_from(r: CreateTicketRequest) -> pb::Ticket {
             .collect(),
         ..Default::default()
     }
-}
-
-/// A sink for a store whose events nobody streams.
-#[derive(Debug)]
-pub(crate) struct NoSink;
-
-impl EventSink for NoSink {
-    fn publish(&self, _events: &[Arc<crate::domain::TicketEvent>]) {}
 }
 
 #[derive(Debug)]

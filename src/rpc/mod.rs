@@ -7,6 +7,7 @@ pub mod experts;
 pub mod gate;
 pub mod knowledge;
 pub mod layer;
+pub mod raw;
 pub mod stats;
 pub mod tickets;
 pub mod wire;

@@ -108,6 +108,14 @@ pub trait EventSink: Send + Sync + 'static {
     fn publish(&self, events: &[Arc<TicketEvent>]);
 }
 
+/// A sink for a store whose events nobody streams.
+#[derive(Debug)]
+pub struct NoSink;
+
+impl EventSink for NoSink {
+    fn publish(&self, _events: &[Arc<TicketEvent>]) {}
+}
+
 /// One event to append; its ticket_seq is `state.version`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEvent {

@@ -487,20 +487,3 @@ pub async fn run_cli(args: Vec<String>, token: Option<String>) -> (bool, String,
     .await
     .unwrap()
 }
-
-/// The bytes a status takes as sent: grpc-message percent-encoded (what
-/// is not printable ASCII, and '%', takes 3 bytes), details in base64.
-pub fn wire_size(status: &tonic::Status) -> usize {
-    let message: usize = status
-        .message()
-        .bytes()
-        .map(|b| {
-            if (0x20..0x7f).contains(&b) && b != b'%' {
-                1
-            } else {
-                3
-            }
-        })
-        .sum();
-    message + status.details().len().div_ceil(3) * 4
-}

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::bench::baseline::NoSink;
 use crate::bench::procs::ServerProcess;
 use crate::bench::{progress, BenchError, Plan, Report};
 use crate::domain::{
@@ -10,6 +9,7 @@ use crate::domain::{
     SlaPolicies, Tag, TicketHeader, TicketKind, TicketState, TicketStatus,
 };
 use crate::store::sled::{SledConfig, SledStore};
+use crate::store::NoSink;
 use crate::store::{Change, Commit, Log, NewEvent};
 
 /// Writes `total` tickets straight into a store, all closed but the last

@@ -46,8 +46,7 @@ mod reads;
 mod recovery;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod torn;
+pub mod torn;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

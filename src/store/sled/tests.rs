@@ -39,7 +39,7 @@ fn state(version: u64, status: TicketStatus) -> TicketState {
     }
 }
 
-pub(super) fn create(store: &SledStore, key: Option<&str>) -> Appended {
+fn create(store: &SledStore, key: Option<&str>) -> Appended {
     let id = store.allocate_ticket_id().unwrap();
     store
         .append(Change::Ticket(Commit {
