@@ -29,7 +29,9 @@ use tonic_health::pb::HealthCheckRequest;
 /// Where the server is and how to print.
 #[derive(Args, Clone, Debug)]
 pub struct ClientOptions {
-    /// The server's URL.
+    /// The server's URL; or several, comma-separated (a cluster's nodes):
+    /// a call moves on to the next when one cannot take it, retrying only
+    /// what is safe to do twice (reads, and writes with a request id).
     #[arg(
         long,
         global = true,
@@ -268,13 +270,20 @@ async fn backup(channel: AuthedChannel, out: &std::path::Path) -> Result<u64, Cl
 
 /// Runs one client command.
 pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), CliError> {
-    let endpoint = crate::client::endpoint(&options.server, &options.tls())?
-        .connect_timeout(Duration::from_secs(5));
-    let plain = endpoint
-        .connect()
-        .await
-        .map_err(|source| crate::client::ClientError::connect(&options.server, &source))?;
-    let channel = crate::client::with_token(plain.clone(), options.token().as_deref())?;
+    let servers = if options.server.contains(',') {
+        crate::client::servers(&options.server, &options.tls())?
+    } else {
+        // One server: connected now, so that an unreachable one is said
+        // plainly before anything else.
+        let endpoint = crate::client::endpoint(&options.server, &options.tls())?
+            .connect_timeout(Duration::from_secs(5));
+        let plain = endpoint
+            .connect()
+            .await
+            .map_err(|source| crate::client::ClientError::connect(&options.server, &source))?;
+        crate::client::Failover::single(&options.server, plain)
+    };
+    let channel = crate::client::with_token_over(servers.clone(), options.token().as_deref())?;
     let _tickets = TicketServiceClient::new(channel.clone());
     let _experts = ExpertServiceClient::new(channel.clone());
     let out = Printer { json: options.json };
@@ -376,7 +385,7 @@ pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<(), 
         }
         ClientCommand::Health { service } => {
             use tonic_health::pb::health_check_response::ServingStatus;
-            let status = HealthClient::new(plain)
+            let status = HealthClient::new(servers)
                 .check(HealthCheckRequest {
                     service: service.clone(),
                 })

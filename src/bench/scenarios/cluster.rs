@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::bench::procs::ServerProcess;
 use crate::bench::{progress, BenchError, Plan, Report};
+use crate::client::{with_token_over, Failover};
 use crate::nats_process::{self, NatsCluster, NatsOptions};
 
 use super::*;
@@ -246,8 +247,15 @@ pub(in crate::bench) async fn cluster(plan: &Plan, report: &mut Report) -> Resul
         let mut times = Vec::new();
         for kill in 0..plan.cluster_kills {
             let writer = writer_of(&nodes, &token).await?;
-            let other = (writer + 1) % 3;
-            let channel = authed(&procs::channel(addr(&nodes, other)?).await?, &token)?;
+            // A client of every node, as clients of a cluster are, that
+            // was talking to the writer: its calls move on by themselves.
+            let mut servers = Vec::new();
+            for i in [writer, (writer + 1) % 3, (writer + 2) % 3] {
+                let at = addr(&nodes, i)?;
+                servers.push((format!("http://{at}"), procs::channel(at).await?));
+            }
+            let channel = with_token_over(Failover::new(servers), Some(&token))
+                .map_err(|e| failed("client", e))?;
             if let Some(node) = nodes[writer].take() {
                 node.kill()?;
             }

@@ -12,6 +12,9 @@ use tonic::{Request, Status};
 
 use crate::auth::ADMIN_TOKEN_FILE;
 
+mod failover;
+pub use failover::Failover;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("invalid server URL {url:?}: {source}")]
@@ -35,6 +38,8 @@ pub enum ClientError {
     Connect { url: String, detail: String },
     #[error("the token is not valid metadata (it must be printable ASCII)")]
     BadToken,
+    #[error("no server URL given")]
+    NoServer,
 }
 
 impl ClientError {
@@ -158,11 +163,34 @@ impl Interceptor for BearerToken {
     }
 }
 
-/// A channel that sends a bearer token with every call.
-pub type AuthedChannel = InterceptedService<Channel, BearerToken>;
+/// A channel (to one server or several, see [`Failover`]) that sends a
+/// bearer token with every call.
+pub type AuthedChannel = InterceptedService<Failover, BearerToken>;
 
 pub fn with_token(channel: Channel, token: Option<&str>) -> Result<AuthedChannel, ClientError> {
-    Ok(InterceptedService::new(channel, BearerToken::new(token)?))
+    with_token_over(Failover::single("server", channel), token)
+}
+
+pub fn with_token_over(
+    servers: Failover,
+    token: Option<&str>,
+) -> Result<AuthedChannel, ClientError> {
+    Ok(InterceptedService::new(servers, BearerToken::new(token)?))
+}
+
+/// The servers of a comma-separated list of URLs (the nodes of a
+/// cluster, or one server), each connected when first used, so that a
+/// node that is down fails only the calls that reach it.
+pub fn servers(urls: &str, tls: &ClientTls) -> Result<Failover, ClientError> {
+    let mut servers = Vec::new();
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let endpoint = endpoint(url, tls)?.connect_timeout(std::time::Duration::from_secs(5));
+        servers.push((url.to_owned(), endpoint.connect_lazy()));
+    }
+    if servers.is_empty() {
+        return Err(ClientError::NoServer);
+    }
+    Ok(Failover::new(servers))
 }
 
 /// The token a client uses when none is given: the first admin token the
