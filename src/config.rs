@@ -199,6 +199,13 @@ pub struct ClusterSettings {
     #[arg(long = "nats-tls-ca", env = "SWARMDESK_NATS_TLS_CA")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_tls_ca: Option<PathBuf>,
+    /// A PEM CA to trust for the other nodes' https:// addresses, to which
+    /// writes are forwarded (default: the system's roots). A node presents
+    /// its own --tls-cert to them, for writers that ask for client
+    /// certificates.
+    #[arg(long = "cluster-peer-ca", env = "SWARMDESK_CLUSTER_PEER_CA")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_ca: Option<PathBuf>,
 }
 
 impl Default for ClusterSettings {
@@ -213,6 +220,7 @@ impl Default for ClusterSettings {
             heartbeat_ms: 1000,
             nats_credentials: None,
             nats_tls_ca: None,
+            peer_ca: None,
         }
     }
 }
@@ -223,7 +231,14 @@ impl ClusterSettings {
     }
 
     /// The cluster these settings describe; `None` without NATS URLs.
-    pub fn config(&self, listen: SocketAddr) -> Result<Option<ClusterConfig>, ConfigError> {
+    /// `identity` is the node's own TLS certificate and key, if it serves
+    /// TLS: its default address is then https://, and it shows the
+    /// certificate to the writers it forwards to.
+    pub fn config(
+        &self,
+        listen: SocketAddr,
+        identity: Option<&TlsFiles>,
+    ) -> Result<Option<ClusterConfig>, ConfigError> {
         if self.urls.is_empty() {
             return Ok(None);
         }
@@ -247,16 +262,21 @@ impl ClusterSettings {
         Ok(Some(ClusterConfig {
             urls: self.urls.clone(),
             node_id,
-            advertise: self
-                .advertise
-                .clone()
-                .unwrap_or_else(|| format!("http://{listen}")),
+            advertise: self.advertise.clone().unwrap_or_else(|| match identity {
+                Some(_) => format!("https://{listen}"),
+                None => format!("http://{listen}"),
+            }),
             name: self.name.clone(),
             replicas: self.replicas,
             lease: Duration::from_millis(self.lease_ms),
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             credentials: self.nats_credentials.clone(),
             tls_ca: self.nats_tls_ca.clone(),
+            peer_tls: crate::client::ClientTls {
+                ca: self.peer_ca.clone(),
+                cert: identity.map(|t| t.cert.clone()),
+                key: identity.map(|t| t.key.clone()),
+            },
         }))
     }
 }
@@ -485,6 +505,19 @@ impl Settings {
         let seconds = |name: &str, n: u64| {
             nonzero(name, u32::try_from(n).unwrap_or(u32::MAX)).map(|_| Duration::from_secs(n))
         };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            (None, None) if self.tls_client_ca.is_none() => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key go together, and tls_client_ca needs them".into(),
+                ))
+            }
+        };
         Ok(ServerConfig {
             stream_buffer: self.stream_buffer,
             cache_capacity: self.cache_mb * 1024 * 1024,
@@ -501,26 +534,14 @@ impl Settings {
                 streams_per_principal: self.max_streams_per_token,
                 max_streams: self.max_streams,
             },
-            tls: match (&self.tls_cert, &self.tls_key) {
-                (Some(cert), Some(key)) => Some(TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    client_ca: self.tls_client_ca.clone(),
-                }),
-                (None, None) if self.tls_client_ca.is_none() => None,
-                _ => {
-                    return Err(ConfigError::Invalid(
-                        "tls_cert and tls_key go together, and tls_client_ca needs them".into(),
-                    ))
-                }
-            },
+            cluster: self.cluster.config(self.listen, tls.as_ref())?,
+            tls,
             max_connections: self.max_connections,
             max_streams_per_connection: self.max_streams_per_connection,
             request_timeout: seconds("request_timeout", self.request_timeout)?,
             handshake_timeout: seconds("handshake_timeout", self.handshake_timeout)?,
             owner_grace: Duration::from_secs(self.owner_grace),
             sla: self.sla.policies()?,
-            cluster: self.cluster.config(self.listen)?,
             ..ServerConfig::new(&self.data_dir)
         })
     }

@@ -1,7 +1,9 @@
-//! A client given every node's URL (`--server a,b,c`): when the writer
-//! dies, its calls move on to the other nodes, retrying only what is safe
-//! to do twice, and nothing acknowledged is lost or applied twice.
-//! Skipped, saying why, where no nats-server can run (CI installs one).
+//! How clients and nodes of a cluster reach each other. A client given
+//! every node's URL (`--server a,b,c`): when the writer dies, its calls
+//! move on to the other nodes, retrying only what is safe to do twice, and
+//! nothing acknowledged is lost or applied twice. Nodes serving only
+//! mutual TLS forward writes to the writer over it. Skipped, saying why,
+//! where no nats-server can run (CI installs one).
 
 mod common;
 
@@ -159,4 +161,66 @@ async fn a_client_of_every_node_moves_on_when_the_writer_dies() {
         .into_inner();
     assert_eq!(claimed.owner_id, "ana");
     assert_ne!(fresh.current(), urls[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_follower_reach_the_writer_over_mutual_tls() {
+    needs_nats!();
+    // Starting waits until every node takes a write: the followers'
+    // are forwarded, over mutual TLS, to the writer's https:// address.
+    let cluster = TestCluster::start_tls(3).await;
+    let mut follower = cluster.clients(2).await;
+    let status = follower
+        .admin
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let writer = status.writer.clone();
+    assert_ne!(writer, "c", "{status:?}");
+    let advertised = status
+        .nodes
+        .iter()
+        .find(|n| n.id == writer)
+        .map(|n| n.address.clone());
+    assert!(
+        advertised
+            .as_deref()
+            .is_some_and(|a| a.starts_with("https://")),
+        "{status:?}"
+    );
+    let created = follower
+        .tickets
+        .create_ticket(create("over tls", "tls-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    // Read on the follower that was called (its own write), and on the
+    // other one once applied.
+    follower
+        .tickets
+        .get_ticket(pb::GetTicketRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+    let mut other = cluster.clients(1).await;
+    let deadline = Instant::now() + WAIT;
+    while other
+        .tickets
+        .get_ticket(pb::GetTicketRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached node b",
+            created.id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

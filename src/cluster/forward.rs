@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tonic::body::Body;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower_service::Service;
 
 use super::Cluster;
@@ -178,7 +178,10 @@ where
                 .unwrap_or_else(|p| p.into_inner());
             match channels.get(&writer.url) {
                 Some(c) => Some(c.clone()),
-                None => Endpoint::from_shared(writer.url.clone())
+                // https:// with the cluster's peer CA and this node's
+                // own certificate; http:// as it is.
+                None => crate::client::endpoint(&writer.url, cluster.peer_tls())
+                    .inspect_err(|e| tracing::warn!(writer = %writer.url, error = %e, "cannot reach the writer"))
                     .ok()
                     .map(|e| {
                         e.connect_timeout(Duration::from_secs(2))
@@ -197,7 +200,11 @@ where
             let Some(mut channel) = channel else {
                 return Ok(unavailable(
                     "NO_WRITER",
-                    format!("the writer's address {:?} is not a URL", writer.url),
+                    format!(
+                        "the writer's address {:?} cannot be used (not a URL, or this node's \
+                         TLS files for it unreadable: see its log)",
+                        writer.url
+                    ),
                 ));
             };
             let ready = std::future::poll_fn(|cx| {

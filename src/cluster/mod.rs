@@ -50,6 +50,8 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     pub credentials: Option<std::path::PathBuf>,
     pub tls_ca: Option<std::path::PathBuf>,
+    /// How this node reaches another's https:// address (to forward).
+    pub peer_tls: crate::client::ClientTls,
 }
 
 /// The lease's value: who writes, and where it is reached.
@@ -181,6 +183,11 @@ impl Cluster {
             promoting: AtomicBool::new(false),
             promotions: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// How this node reaches another's https:// address.
+    pub fn peer_tls(&self) -> &crate::client::ClientTls {
+        &self.config.peer_tls
     }
 
     pub fn node_id(&self) -> &str {

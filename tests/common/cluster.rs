@@ -35,6 +35,8 @@ macro_rules! needs_nats {
 
 pub struct Node {
     pub id: String,
+    /// "http" or "https".
+    pub scheme: &'static str,
     pub addr: std::net::SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -43,7 +45,7 @@ pub struct Node {
 
 impl Node {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn pid(&self) -> u32 {
@@ -82,9 +84,20 @@ pub struct TestCluster {
     name: String,
     /// A config file every node reads (service levels), if any.
     config: Option<PathBuf>,
+    /// Mutual TLS between the nodes and with the test's clients, if on.
+    tls: Option<NodeTls>,
     dir: TempDir,
     /// Last: given back once everything above is stopped.
     _turn: tokio::sync::SemaphorePermit<'static>,
+}
+
+/// The certificates of a cluster run with mutual TLS: one CA; each node
+/// serves and forwards with the same certificate, and the test's clients
+/// show it too.
+struct NodeTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl TestCluster {
@@ -96,8 +109,33 @@ impl TestCluster {
 
     /// The same, every node reading the TOML `config` (for `[sla]`).
     pub async fn start_with(nodes: usize, config: Option<&str>) -> TestCluster {
+        Self::start_over(nodes, config, false).await
+    }
+
+    /// Nodes serving only mutual TLS (their certificates from one CA),
+    /// forwarding to each other over it.
+    pub async fn start_tls(nodes: usize) -> TestCluster {
+        Self::start_over(nodes, None, true).await
+    }
+
+    async fn start_over(nodes: usize, config: Option<&str>, tls: bool) -> TestCluster {
         let turn = RUNNING.acquire().await.expect("never closed");
         let dir = tempfile::tempdir().unwrap();
+        let tls = tls.then(|| {
+            let authority = super::certs::Authority::new(dir.path(), "cluster");
+            let (cert, key) = authority.leaf_for(
+                "node",
+                vec![
+                    rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                    rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            );
+            NodeTls {
+                ca: authority.ca.clone(),
+                cert,
+                key,
+            }
+        });
         let config = config.map(|text| {
             let path = dir.path().join("swarmdesk.toml");
             std::fs::write(&path, text).unwrap();
@@ -117,6 +155,7 @@ impl TestCluster {
             nodes: Vec::new(),
             name: format!("t{}", std::process::id()),
             config,
+            tls,
             dir,
         };
         for i in 0..nodes {
@@ -139,6 +178,7 @@ impl TestCluster {
         let log = self.dir.path().join(format!("node-{id}.log"));
         let mut node = Node {
             id: id.to_owned(),
+            scheme: if self.tls.is_some() { "https" } else { "http" },
             addr: free_port(),
             data_dir,
             log,
@@ -160,6 +200,17 @@ impl TestCluster {
             command.arg("serve").arg("--config").arg(config);
         } else {
             command.arg("serve");
+        }
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .arg("--tls-client-ca")
+                .arg(&tls.ca)
+                .arg("--cluster-peer-ca")
+                .arg(&tls.ca);
         }
         let child = command
             .args(["--listen", &node.addr.to_string(), "--data-dir"])
@@ -186,6 +237,7 @@ impl TestCluster {
             &mut self.nodes[i],
             Node {
                 id: String::new(),
+                scheme: "http",
                 addr: free_port(),
                 data_dir: PathBuf::new(),
                 log: PathBuf::new(),
@@ -225,8 +277,20 @@ impl TestCluster {
     /// Clients of node `i`, as the admin.
     pub async fn clients(&self, i: usize) -> Clients {
         let token = self.wait_token().await;
-        let channel = super::connect(self.nodes[i].addr).await;
+        let channel = super::connect_to(&self.nodes[i].url(), &self.client_tls()).await;
         Clients::new(channel, Some(&token))
+    }
+
+    /// How the test's clients connect (TLS when the nodes serve it).
+    pub fn client_tls(&self) -> swarmdesk::client::ClientTls {
+        match &self.tls {
+            Some(tls) => swarmdesk::client::ClientTls {
+                ca: Some(tls.ca.clone()),
+                cert: Some(tls.cert.clone()),
+                key: Some(tls.key.clone()),
+            },
+            None => swarmdesk::client::ClientTls::default(),
+        }
     }
 
     /// Waits until node `i` answers reads and writes (a write is forwarded

@@ -2,6 +2,7 @@
 //! and small helpers for talking to it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod certs;
 pub mod cluster;
 pub mod process;
 
