@@ -6,7 +6,10 @@
 //! keys are kept; a second writer cannot append behind the first's back.
 //!
 //! A backend joins with an implementation of [`Backend`] and one line of
-//! [`contract_tests!`] at the bottom.
+//! [`contract_tests!`] at the bottom. It runs on sled, memory, JetStream on
+//! one NATS server (one replica) and JetStream on three (three replicas,
+//! as a cluster runs); the JetStream runs skip, saying why, where no
+//! nats-server runs.
 //!
 //! Over 600 lines on purpose: one suite in one place, so that a backend is
 //! held to all of it by one line.
@@ -693,12 +696,14 @@ macro_rules! contract_tests {
     };
 }
 
-/// The JetStream backend against a NATS server of its own (one node,
-/// one replica), each node's replica in its own dir.
-pub(super) struct JetStream;
+/// The JetStream backend against NATS servers of its own: `SERVERS` of
+/// them, the log kept on each (one server and one replica; or three, as a
+/// cluster runs), each node's replica in its own dir.
+pub(super) struct JetStream<const SERVERS: usize>;
 
 pub(super) struct JetStreamPlace {
     nats: crate::nats_process::NatsCluster,
+    replicas: usize,
     dir: tempfile::TempDir,
     logs: Mutex<Vec<Arc<JetStreamLog>>>,
     empties: Mutex<Vec<tempfile::TempDir>>,
@@ -707,7 +712,7 @@ pub(super) struct JetStreamPlace {
 impl JetStreamPlace {
     fn node(&self, id: &str, sink: Arc<dyn EventSink>) -> Result<Storage, StoreError> {
         let mut config = JetStreamConfig::new(self.nats.urls(), id, self.dir.path().join(id));
-        config.replicas = 1;
+        config.replicas = self.replicas;
         let log = Arc::new(JetStreamLog::open(config, sink)?);
         log.promote(std::time::Duration::from_secs(30))?;
         self.logs.lock().unwrap().push(log.clone());
@@ -715,7 +720,7 @@ impl JetStreamPlace {
     }
 }
 
-impl Backend for JetStream {
+impl<const SERVERS: usize> Backend for JetStream<SERVERS> {
     type Place = JetStreamPlace;
 
     fn available() -> Result<(), String> {
@@ -728,12 +733,13 @@ impl Backend for JetStream {
         let nats = crate::nats_process::NatsCluster::start(
             &crate::nats_process::binary(),
             &dir.path().join("nats"),
-            1,
+            SERVERS,
             &Default::default(),
         )
         .unwrap();
         JetStreamPlace {
             nats,
+            replicas: SERVERS,
             dir,
             logs: Mutex::new(Vec::new()),
             empties: Mutex::new(Vec::new()),
@@ -770,4 +776,5 @@ impl Backend for JetStream {
 
 contract_tests!(sled, Sled);
 contract_tests!(memory, Memory);
-contract_tests!(jetstream, JetStream);
+contract_tests!(jetstream, JetStream<1>);
+contract_tests!(jetstream_cluster, JetStream<3>);
