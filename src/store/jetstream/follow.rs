@@ -15,6 +15,10 @@ use crate::store::sled::SledState;
 use crate::store::{Change, Entry, State, StoreError, TicketStore};
 
 const FOLLOW_EXPIRES: Duration = Duration::from_secs(2);
+/// How long the follower waits without a message before it asks the
+/// stream whether it is behind (a consumer that silently stopped after
+/// its server died is then made again, whatever the client library did).
+const STALL_CHECK: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(shared: Arc<Shared>) {
     while !shared.stop.is_cancelled() {
@@ -88,6 +92,10 @@ async fn follow(shared: &Shared, start: u64) -> Result<(), StoreError> {
                 continue;
             }
             _ = shared.stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(STALL_CHECK) => {
+                check_not_stalled(shared).await?;
+                continue;
+            }
         };
         let message = next
             .ok_or_else(|| StoreError::Unavailable("the log's consumer ended".into()))?
@@ -109,6 +117,25 @@ async fn follow(shared: &Shared, start: u64) -> Result<(), StoreError> {
             }
         }
     }
+}
+
+/// Fails when the stream holds more than this node applied although no
+/// message came for a while: the caller follows again with a new consumer.
+async fn check_not_stalled(shared: &Shared) -> Result<(), StoreError> {
+    let asked = tokio::time::timeout(STALL_CHECK, shared.stream.get_info()).await;
+    let Ok(Ok(info)) = asked else {
+        // The stream cannot say (no leader, no NATS): nothing to compare.
+        return Ok(());
+    };
+    let last = info.state.last_sequence;
+    shared.stream_last.fetch_max(last, Ordering::AcqRel);
+    let applied = lock(&shared.core).applied_seq;
+    if last > applied {
+        return Err(StoreError::Unavailable(format!(
+            "the log's consumer stalled at sequence {applied} while the log ends at {last}"
+        )));
+    }
+    Ok(())
 }
 
 /// What the follower does after a message.
