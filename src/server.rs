@@ -597,17 +597,20 @@ async fn on_promotion(
 /// to send writes to, SERVING again once it has both.
 async fn watch_cluster(cluster: Arc<Cluster>, health: HealthReporter, stop: CancellationToken) {
     let mut serving = true;
+    let mut probe = WriterProbe::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.cancelled() => return,
         }
         let problem = if !cluster.connected() {
-            Some("no connection to NATS")
-        } else if cluster.writer().is_none() {
-            Some("the cluster has no writer")
+            Some("no connection to NATS".to_owned())
         } else {
-            None
+            match cluster.writer() {
+                None => Some("the cluster has no writer".to_owned()),
+                Some(w) if w.node == cluster.node_id() => None,
+                Some(w) => probe.reach(&w.url, cluster.peer_tls()).await.err(),
+            }
         };
         match (problem, serving) {
             (Some(why), true) => {
@@ -621,6 +624,42 @@ async fn watch_cluster(cluster: Arc<Cluster>, health: HealthReporter, stop: Canc
                 serving = true;
             }
             _ => {}
+        }
+    }
+}
+
+/// Whether a follower reaches the writer it would forward writes to: the
+/// writer's health service answers (whatever it says) within a second.
+#[derive(Default)]
+struct WriterProbe {
+    channel: Option<(String, tonic::transport::Channel)>,
+}
+
+impl WriterProbe {
+    async fn reach(&mut self, url: &str, tls: &crate::client::ClientTls) -> Result<(), String> {
+        if self.channel.as_ref().is_none_or(|(u, _)| u != url) {
+            let endpoint = crate::client::endpoint(url, tls)
+                .map_err(|e| format!("cannot reach the writer at {url}: {e}"))?;
+            let channel = endpoint
+                .connect_timeout(Duration::from_secs(1))
+                .connect_lazy();
+            self.channel = Some((url.to_owned(), channel));
+        }
+        let (_, channel) = self.channel.as_ref().expect("set above");
+        let asked = tokio::time::timeout(
+            Duration::from_secs(1),
+            tonic_health::pb::health_client::HealthClient::new(channel.clone())
+                .check(tonic_health::pb::HealthCheckRequest::default()),
+        )
+        .await;
+        match asked {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) if status.code() != tonic::Code::Unavailable => Ok(()),
+            Ok(Err(status)) => Err(format!(
+                "cannot reach the writer at {url}: {}",
+                status.message()
+            )),
+            Err(_) => Err(format!("the writer at {url} did not answer within 1 s")),
         }
     }
 }

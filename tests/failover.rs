@@ -224,3 +224,63 @@ async fn writes_to_a_follower_reach_the_writer_over_mutual_tls() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The health a node reports, once it answers at all.
+async fn health_of(url: &str) -> i32 {
+    let endpoint = swarmdesk::client::endpoint(url, &ClientTls::default()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(channel) = endpoint.connect().await {
+            let asked = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await;
+            if let Ok(reply) = asked {
+                return reply.into_inner().status;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered health");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_cannot_reach_the_writer_is_not_serving() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    needs_nats!();
+    // Every node advertises an address where nothing listens: the writer
+    // serves, its followers cannot forward to it.
+    let dead = common::process::free_port();
+    let config = format!("[cluster]\nadvertise = \"http://{dead}\"\n");
+    let mut cluster = TestCluster::start_with(1, Some(&config)).await;
+    let b = cluster.add_node("b");
+    let url = cluster.nodes[b].url();
+    let deadline = Instant::now() + WAIT * 2;
+    while health_of(&url).await != ServingStatus::NotServing as i32
+        || !cluster.nodes[b]
+            .logged()
+            .contains("cannot reach the writer")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node b never said it cannot reach the writer:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        health_of(&cluster.nodes[0].url()).await,
+        ServingStatus::Serving as i32
+    );
+    // And a write sent to it says why it cannot be done.
+    let token = cluster.wait_token().await;
+    let channel = swarmdesk::client::connect(&url, &ClientTls::default())
+        .await
+        .unwrap();
+    let refused =
+        TicketServiceClient::new(swarmdesk::client::with_token(channel, Some(&token)).unwrap())
+            .create_ticket(create("unreachable", "u-1"))
+            .await
+            .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("writer"), "{refused:?}");
+}
