@@ -124,6 +124,9 @@ pub(crate) struct Plan {
     pub(crate) storm_experts: usize,
     pub(crate) cluster_concurrency: usize,
     pub(crate) cluster_kills: usize,
+    /// Streams on the writer, then on a follower, and the tickets timed to
+    /// their last subscriber.
+    pub(crate) cluster_streams: FanoutSize,
 }
 
 impl Plan {
@@ -147,6 +150,7 @@ impl Plan {
             storm_experts: 64,
             cluster_concurrency: 64,
             cluster_kills: 5,
+            cluster_streams: fanout_size("cluster", 200, 200),
         };
         let mut plan = if args.smoke {
             Plan {
@@ -161,6 +165,7 @@ impl Plan {
                 storm_experts: 8,
                 cluster_concurrency: 8,
                 cluster_kills: 1,
+                cluster_streams: fanout_size("cluster", 5, 10),
                 ..full
             }
         } else if args.quick {

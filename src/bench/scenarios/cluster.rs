@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
 use crate::bench::procs::ServerProcess;
-use crate::bench::{progress, BenchError, Plan, Report};
+use crate::bench::{progress, BenchError, FanoutSize, Plan, Report};
 use crate::client::{with_token_over, Failover};
 use crate::nats_process::{self, NatsCluster, NatsOptions};
 
@@ -157,6 +157,77 @@ async fn writer_of(nodes: &[Option<ServerProcess>], token: &str) -> Result<usize
     }
 }
 
+/// Create → last subscriber, for streams on the writer and then for
+/// streams on a follower (each set on a channel of its own), tickets
+/// created through the writer at the fan-out rate: what applying the log
+/// on a follower adds to a subscriber's wait.
+async fn stream_latency(
+    plan: &Plan,
+    nodes: &[Option<ServerProcess>],
+    writer: usize,
+    follower: usize,
+    token: &str,
+    report: &mut Report,
+) -> Result<(), BenchError> {
+    let FanoutSize {
+        streams: k,
+        tickets,
+        ..
+    } = plan.cluster_streams;
+    let creator =
+        TicketServiceClient::new(authed(&procs::channel(addr(nodes, writer)?).await?, token)?);
+    for (label, node) in [("writer", writer), ("follower", follower)] {
+        let tag = format!("streams-{label}");
+        let conns = connections(addr(nodes, node)?, k.div_ceil(100)).await?;
+        let admin = authed(&conns[0], token)?;
+        let ids: Vec<String> = (0..k).map(|i| format!("{tag}-{i:04}")).collect();
+        register_many(
+            &admin,
+            ids.iter()
+                .map(|id| (id.clone(), vec![(tag.clone(), 1)]))
+                .collect(),
+        )
+        .await?;
+        let tokens = expert_tokens(&admin, &ids).await?;
+        let mut streams = Vec::with_capacity(k);
+        for (i, id) in ids.iter().enumerate() {
+            let stream = ExpertServiceClient::new(authed(&conns[i / 100], &tokens[i])?)
+                .subscribe(pb::SubscribeRequest {
+                    expert_id: id.clone(),
+                    channels: vec![tag.clone()],
+                    after_position: 0,
+                })
+                .await?
+                .into_inner();
+            streams.push(stream);
+        }
+        let measured = super::fanout::measure_fanout(streams, tickets, plan.fanout_rate, |seq| {
+            let mut client = creator.clone();
+            let request = super::fanout::fan_request_on(seq, &tag);
+            async move { client.create_ticket(request).await.map(drop) }
+        })
+        .await?;
+        let lost = (k * tickets) as u64 - measured.delivered.min((k * tickets) as u64);
+        if lost > 0 {
+            return Err(BenchError::Failed(format!(
+                "cluster streams on the {label}: {lost} deliveries lost"
+            )));
+        }
+        let (p50, p99, _, _) = quantiles(&measured.last);
+        report.set(format!("cluster_streams_{label}_last_p50_us"), p50);
+        report.set(format!("cluster_streams_{label}_last_p99_us"), p99);
+        report.row(format!(
+            "cluster: {k} streams on the {label}, {tickets} tickets created on the writer: last subscriber p50 {p50} µs, p99 {p99} µs"
+        ));
+    }
+    report.ratio(
+        "cluster_streams_follower_writer_p99_ratio",
+        "cluster_streams_follower_last_p99_us",
+        "cluster_streams_writer_last_p99_us",
+    );
+    Ok(())
+}
+
 pub(in crate::bench) async fn cluster(plan: &Plan, report: &mut Report) -> Result<(), BenchError> {
     let binary = nats_process::binary();
     nats_process::binary_version(&binary).map_err(BenchError::Failed)?;
@@ -217,6 +288,10 @@ pub(in crate::bench) async fn cluster(plan: &Plan, report: &mut Report) -> Resul
         )
         .await?;
         record_load(report, &format!("cluster_{mode}_follower"), c, &load);
+
+        if !sync_always {
+            stream_latency(plan, &nodes, writer, follower, &token, report).await?;
+        }
 
         let (ops, elapsed, latency) = floor(&urls, c, plan.measure, entry_bytes).await?;
         let floor_load = Load {

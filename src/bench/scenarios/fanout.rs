@@ -19,17 +19,17 @@ use crate::rpc::pb::ticket_service_client::TicketServiceClient;
 use super::*;
 
 /// Latency figures of one fan-out run.
-struct Fanout {
+pub(super) struct Fanout {
     all: Histogram<u64>,
-    last: Histogram<u64>,
+    pub(super) last: Histogram<u64>,
     /// How long the create (or bare publish) call itself took: the part of
     /// each latency spent before the fan-out began.
     call: Histogram<u64>,
-    delivered: u64,
+    pub(super) delivered: u64,
 }
 
 /// Receives on every stream, timing each ticket from its send.
-async fn measure_fanout<P, PF>(
+pub(super) async fn measure_fanout<P, PF>(
     streams: Vec<tonic::Streaming<pb::SwarmEvent>>,
     tickets: usize,
     rate: f64,
@@ -128,13 +128,18 @@ const WARM_UP: u64 = u64::MAX;
 const WARM_UP_TITLE: &str = "fan warm-up";
 
 fn fan_request(seq: u64) -> pb::CreateTicketRequest {
+    fan_request_on(seq, "fanout")
+}
+
+/// A fan-out ticket for the channel `tag`.
+pub(super) fn fan_request_on(seq: u64, tag: &str) -> pb::CreateTicketRequest {
     let mut r = create_request(seq, 1);
     r.title = if seq == WARM_UP {
         WARM_UP_TITLE.to_owned()
     } else {
         format!("fan {seq}")
     };
-    r.skills[0].tag = "fanout".into();
+    r.skills[0].tag = tag.into();
     r
 }
 
