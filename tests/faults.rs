@@ -239,25 +239,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_restart() {
         connect_when_up(server.addr).await,
         Some(&admin_token(&data_dir)),
     );
-    let first = c
-        .tickets
-        .clone()
-        .get_ticket(pb::GetTicketRequest {
-            id: acknowledged[0].clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(first.title, "ticket 0");
-    let mut status = None;
-    for _ in 0..400 {
-        status = health(server.addr).await;
-        if status == Some(ServingStatus::NotServing as i32) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, Some(ServingStatus::NotServing as i32));
+    reads_go_on_while_not_serving(&c, server.addr, &acknowledged[0], "ticket 0").await;
     // Alive, though: a liveness probe does not restart it.
     let channel = connect_when_up(server.addr).await;
     let alive = HealthClient::new(channel)
@@ -278,13 +260,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_restart() {
     // Started again: every acknowledged ticket is there, writes resume.
     let server = start(&data_dir);
     let c = Clients::new(connect(server.addr).await, Some(&admin_token(&data_dir)));
-    for id in &acknowledged {
-        c.tickets
-            .clone()
-            .get_ticket(pb::GetTicketRequest { id: id.clone() })
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged {id} lost: {e:?}"));
-    }
+    all_there(&c, &acknowledged).await;
     c.tickets
         .clone()
         .create_ticket(pb::CreateTicketRequest {
@@ -383,25 +359,7 @@ async fn a_disk_that_fails_every_io_refuses_writes_keeps_reads_and_stops_on_sigt
     assert_eq!(again.code(), Code::Unavailable, "{again:?}");
 
     // Reads go on from what the server holds in memory.
-    let first = c
-        .tickets
-        .clone()
-        .get_ticket(pb::GetTicketRequest {
-            id: acknowledged[0].clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(first.title, "before 0");
-    let mut status = None;
-    for _ in 0..400 {
-        status = health(server.addr).await;
-        if status == Some(ServingStatus::NotServing as i32) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, Some(ServingStatus::NotServing as i32));
+    reads_go_on_while_not_serving(&c, server.addr, &acknowledged[0], "before 0").await;
 
     sigterm(&server.child);
     let exit = wait_exit(&mut server.child).await;
@@ -414,13 +372,7 @@ async fn a_disk_that_fails_every_io_refuses_writes_keeps_reads_and_stops_on_sigt
     }
     let server = start(&data_dir);
     let c = Clients::new(connect(server.addr).await, Some(&admin_token(&data_dir)));
-    for id in &acknowledged {
-        c.tickets
-            .clone()
-            .get_ticket(pb::GetTicketRequest { id: id.clone() })
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged {id} lost: {e:?}"));
-    }
+    all_there(&c, &acknowledged).await;
     let listed = c
         .tickets
         .clone()
@@ -474,6 +426,44 @@ async fn a_data_dir_on_a_read_only_volume_is_refused_at_start_naming_it() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains(&data_dir.display().to_string()), "{said}");
     assert!(said.to_lowercase().contains("read-only"), "{said}");
+}
+
+/// Reads go on (the ticket `id`, titled `title`), and health turns
+/// NOT_SERVING while writes cannot be stored.
+async fn reads_go_on_while_not_serving(
+    c: &Clients,
+    addr: std::net::SocketAddr,
+    id: &str,
+    title: &str,
+) {
+    let read = c
+        .tickets
+        .clone()
+        .get_ticket(pb::GetTicketRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.title, title);
+    let mut status = None;
+    for _ in 0..400 {
+        status = health(addr).await;
+        if status == Some(ServingStatus::NotServing as i32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(ServingStatus::NotServing as i32));
+}
+
+/// Every acknowledged ticket can be read.
+async fn all_there(c: &Clients, acknowledged: &[String]) {
+    for id in acknowledged {
+        c.tickets
+            .clone()
+            .get_ticket(pb::GetTicketRequest { id: id.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged {id} lost: {e:?}"));
+    }
 }
 
 /// A channel once the server answers at all (health may be NOT_SERVING).
