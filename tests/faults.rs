@@ -171,6 +171,15 @@ impl Drop for Ext4 {
     }
 }
 
+/// A small ticket titled `title`.
+fn plain(title: impl Into<String>) -> pb::CreateTicketRequest {
+    pb::CreateTicketRequest {
+        title: title.into(),
+        requester: "cust".into(),
+        ..Default::default()
+    }
+}
+
 /// Takes `mib` MiB of the tmpfs, to be given back later.
 fn fill(dir: &Path, mib: usize) -> PathBuf {
     let path = dir.join("filler");
@@ -263,11 +272,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_restart() {
     all_there(&c, &acknowledged).await;
     c.tickets
         .clone()
-        .create_ticket(pb::CreateTicketRequest {
-            title: "after".into(),
-            requester: "cust".into(),
-            ..Default::default()
-        })
+        .create_ticket(plain("after"))
         .await
         .unwrap();
 }
@@ -349,11 +354,7 @@ async fn a_disk_that_fails_every_io_refuses_writes_keeps_reads_and_stops_on_sigt
     let again = c
         .tickets
         .clone()
-        .create_ticket(pb::CreateTicketRequest {
-            title: "again".into(),
-            requester: "cust".into(),
-            ..Default::default()
-        })
+        .create_ticket(plain("again"))
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::Unavailable, "{again:?}");
@@ -383,11 +384,7 @@ async fn a_disk_that_fails_every_io_refuses_writes_keeps_reads_and_stops_on_sigt
     assert_eq!(listed.tickets.len(), acknowledged.len(), "{listed:?}");
     c.tickets
         .clone()
-        .create_ticket(pb::CreateTicketRequest {
-            title: "after".into(),
-            requester: "cust".into(),
-            ..Default::default()
-        })
+        .create_ticket(plain("after"))
         .await
         .unwrap();
 }
@@ -403,11 +400,7 @@ async fn a_data_dir_on_a_read_only_volume_is_refused_at_start_naming_it() {
     let c = Clients::new(connect(server.addr).await, Some(&admin_token(&data_dir)));
     c.tickets
         .clone()
-        .create_ticket(pb::CreateTicketRequest {
-            title: "made".into(),
-            requester: "cust".into(),
-            ..Default::default()
-        })
+        .create_ticket(plain("made"))
         .await
         .unwrap();
     sigterm(&server.child);
