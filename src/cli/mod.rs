@@ -3,6 +3,7 @@
 
 mod cluster;
 mod experts;
+mod humane;
 mod knowledge;
 mod output;
 mod tickets;

@@ -12,9 +12,23 @@ fn label<T: std::fmt::Display>(n: i32, from: fn(i32) -> Option<T>) -> String {
     from(n).map_or_else(|| "unspecified".to_owned(), |v| v.to_string())
 }
 
+/// A time for scripts (JSON): Unix seconds with microseconds.
 fn time(t: &Option<prost_types::Timestamp>) -> String {
     t.as_ref()
         .map(|t| format!("{}.{:06}", t.seconds, t.nanos / 1000))
+        .unwrap_or_default()
+}
+
+/// A time for people: how long ago or from now, then the local time.
+fn when(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .map(|t| {
+            super::humane::humane(
+                t.seconds,
+                jiff::Timestamp::now().as_second(),
+                &jiff::tz::TimeZone::system(),
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -142,7 +156,7 @@ fn payload_text(e: &pb::TicketEvent) -> String {
         Some(Payload::SlaBreached(b)) => format!(
             "{} breached (due {})",
             label(b.target, SlaTarget::from_number),
-            time(&b.due)
+            when(&b.due)
         ),
         Some(Payload::OwnerLost(o)) => format!("{} lost it: {}", o.expert_id, o.reason),
         Some(Payload::Rated(r)) => format!("{} of 5 {}", r.score, r.comment),
@@ -229,8 +243,8 @@ impl Printer {
                 v["target"].as_str().unwrap_or_default(),
                 v["state"].as_str().unwrap_or_default(),
                 match v["state"].as_str() {
-                    Some("running") => format!("due {}", time(&clock.due)),
-                    Some("met") => format!("at {}", time(&clock.met_at)),
+                    Some("running") => format!("due {}", when(&clock.due)),
+                    Some("met") => when(&clock.met_at),
                     Some("paused") =>
                         format!("{}s left", clock.left.as_ref().map_or(0, |d| d.seconds)),
                     _ => String::new(),
@@ -251,8 +265,8 @@ impl Printer {
         println!(
             "  version: {}  created: {}  updated: {}",
             t.version,
-            time(&t.created_at),
-            time(&t.updated_at)
+            when(&t.created_at),
+            when(&t.updated_at)
         );
         if !t.description.is_empty() {
             println!("  {}", t.description);
@@ -271,11 +285,11 @@ impl Printer {
             t.id,
             role(t.role),
             dash(bound),
-            time(&t.created_at),
-            dash(time(&t.last_used_at)),
+            when(&t.created_at),
+            dash(when(&t.last_used_at)),
             t.revoked_at
                 .as_ref()
-                .map(|_| format!(" revoked={}", time(&t.revoked_at)))
+                .map(|_| format!(" revoked={}", when(&t.revoked_at)))
                 .unwrap_or_default(),
             t.label,
         );
@@ -419,8 +433,8 @@ impl Printer {
         }
         println!(
             "from {} to {}{}",
-            time(&s.from),
-            time(&s.to),
+            when(&s.from),
+            when(&s.to),
             if s.tag.is_empty() {
                 String::new()
             } else {
@@ -447,20 +461,22 @@ impl Printer {
         }
         for a in &s.sla {
             println!(
-                "sla {:<15} met {:<6} breached {:<6} attainment {:.1}%",
+                "sla {:<15} met {:<6} breached {:<6} attainment {}",
                 label(a.target, SlaTarget::from_number),
                 a.met,
                 a.breached,
-                a.attainment * 100.0
+                super::humane::share(a.met + a.breached, a.attainment)
             );
         }
         println!(
-            "csat {} ratings, average {:.2}, satisfied {:.1}% (goal {:.0}%: {})",
+            "csat {} ratings, average {:.2}, satisfied {} (goal {:.0}%: {})",
             s.ratings,
             s.csat_average,
-            s.satisfied_share * 100.0,
+            super::humane::share(s.ratings, s.satisfied_share),
             s.satisfied_goal * 100.0,
-            if s.satisfied_goal_met {
+            if s.ratings == 0 {
+                "no ratings yet"
+            } else if s.satisfied_goal_met {
                 "met"
             } else {
                 "not met"
@@ -468,13 +484,13 @@ impl Printer {
         );
         if let Some(k) = &s.knowledge {
             println!(
-                "knowledge suggested {} ({} on tickets)  deflections {}  reused {}  captured {}  link rate {:.1}%",
+                "knowledge suggested {} ({} on tickets)  deflections {}  reused {}  captured {}  link rate {}",
                 k.articles_suggested,
                 k.suggested_on_tickets,
                 k.deflections,
                 k.reused,
                 k.captured,
-                k.link_rate * 100.0
+                super::humane::share(s.resolved, k.link_rate)
             );
         }
         for e in &s.experts {
