@@ -101,19 +101,10 @@ async fn a_client_of_every_node_moves_on_when_the_writer_dies() {
 
     // Every node left holds every acknowledged ticket, once.
     for i in [1, 2] {
-        let mut c = cluster.clients(i).await;
+        let c = cluster.clients(i).await;
         let deadline = Instant::now() + WAIT * 3;
         loop {
-            let listed = c
-                .tickets
-                .list_tickets(pb::ListTicketsRequest {
-                    page_size: 500,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .tickets;
+            let listed = c.all_tickets().await;
             let mut titles: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for t in &listed {
                 titles

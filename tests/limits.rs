@@ -124,33 +124,10 @@ impl Desk {
     }
 
     async fn counts(&self) -> (usize, usize) {
-        let tickets = self
-            .c
-            .tickets
-            .clone()
-            .list_tickets(pb::ListTicketsRequest {
-                page_size: 500,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .tickets
-            .len();
-        let experts = self
-            .c
-            .experts
-            .clone()
-            .list_experts(pb::ListExpertsRequest {
-                page_size: 500,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .experts
-            .len();
-        (tickets, experts)
+        (
+            self.c.all_tickets().await.len(),
+            self.c.all_experts().await.len(),
+        )
     }
 
     async fn create(&self, edit: impl FnOnce(&mut pb::CreateTicketRequest)) -> Result<(), Status> {

@@ -37,6 +37,34 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Every ticket (up to 500), in creation order.
+    pub async fn all_tickets(&self) -> Vec<pb::Ticket> {
+        self.tickets
+            .clone()
+            .list_tickets(pb::ListTicketsRequest {
+                page_size: 500,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tickets
+    }
+
+    /// Every expert (up to 500), in id order.
+    pub async fn all_experts(&self) -> Vec<pb::Expert> {
+        self.experts
+            .clone()
+            .list_experts(pb::ListExpertsRequest {
+                page_size: 500,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .experts
+    }
+
     pub fn new(channel: Channel, token: Option<&str>) -> Clients {
         let channel = with_token(channel, token).unwrap();
         Clients {
