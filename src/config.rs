@@ -30,10 +30,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// `--auth on|off`.
+/// `--auth on|off`, `--console on|off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AuthSetting {
+pub enum OnOff {
     On,
     Off,
 }
@@ -82,7 +82,7 @@ pub struct Settings {
     /// Require a bearer token on every call. `off` makes every caller an
     /// admin and is refused on a non-loopback address.
     #[arg(long, env = "SWARMDESK_AUTH", value_enum, default_value = "on")]
-    pub auth: AuthSetting,
+    pub auth: OnOff,
     /// PEM certificate (chain) to serve TLS with; needs --tls-key.
     #[arg(long, env = "SWARMDESK_TLS_CERT")]
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -135,6 +135,10 @@ pub struct Settings {
     /// open Subscribe stream) before the ticket is routed again.
     #[arg(long, env = "SWARMDESK_OWNER_GRACE", default_value_t = 600)]
     pub owner_grace: u64,
+    /// Serve the web console at / on the listen address, with gRPC-web for
+    /// it beside native gRPC; `off` serves native gRPC only.
+    #[arg(long, env = "SWARMDESK_CONSOLE", value_enum, default_value = "on")]
+    pub console: OnOff,
     /// Cluster mode (off unless `--cluster` names NATS servers): the
     /// `[cluster]` table of the config file.
     #[command(flatten)]
@@ -525,8 +529,8 @@ impl Settings {
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             metrics_listen: self.metrics_listen,
             auth: match self.auth {
-                AuthSetting::On => AuthMode::On,
-                AuthSetting::Off => AuthMode::Off,
+                OnOff::On => AuthMode::On,
+                OnOff::Off => AuthMode::Off,
             },
             limits: AuthLimits {
                 requests_per_second: nonzero("rate_limit", self.rate_limit)?,
@@ -542,6 +546,7 @@ impl Settings {
             handshake_timeout: seconds("handshake_timeout", self.handshake_timeout)?,
             owner_grace: Duration::from_secs(self.owner_grace),
             sla: self.sla.policies()?,
+            console: self.console == OnOff::On,
             ..ServerConfig::new(&self.data_dir)
         })
     }

@@ -133,6 +133,8 @@ pub enum Filter {
     Ticket(TicketId),
     /// Every event, as stored: for the server's own consumers (stats).
     All,
+    /// Every event, as stored, for a client (a supervisor's WatchDesk).
+    Desk,
 }
 
 impl Filter {
@@ -161,10 +163,10 @@ impl Filter {
                 })
             }
             Filter::Ticket(_) => None,
-            Filter::All => Some(Delivery {
+            Filter::All | Filter::Desk => Some(Delivery {
                 event: event.clone(),
                 reason: None,
-                encoded: EncodedOnce::default(),
+                encoded: encoded.clone(),
             }),
         }
     }
@@ -225,7 +227,7 @@ impl Index {
             Filter::Ticket(ticket) => {
                 self.by_ticket.entry(*ticket).or_default().insert(id);
             }
-            Filter::All => {
+            Filter::All | Filter::Desk => {
                 self.all.insert(id);
             }
         }
@@ -244,7 +246,7 @@ impl Index {
                 unlink(&mut self.by_expert, &viewer.expert, id);
             }
             Filter::Ticket(ticket) => unlink(&mut self.by_ticket, ticket, id),
-            Filter::All => {
+            Filter::All | Filter::Desk => {
                 self.all.remove(&id);
             }
         }

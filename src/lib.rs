@@ -42,6 +42,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod desk;
 pub mod domain;
 pub mod hub;

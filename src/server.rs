@@ -84,6 +84,8 @@ pub struct ServerConfig {
     /// Cluster mode (the log on NATS JetStream); `None`: a single node on
     /// its embedded sled store.
     pub cluster: Option<ClusterConfig>,
+    /// Serve the web console (and gRPC-web) on the API's port.
+    pub console: bool,
 }
 
 /// PEM files of the server's TLS identity, and the CA that client
@@ -116,6 +118,7 @@ impl ServerConfig {
             owner_grace: DeskOptions::default().owner_grace,
             clock: Arc::new(SystemClock),
             cluster: None,
+            console: true,
         }
     }
 }
@@ -471,10 +474,16 @@ pub async fn run(
     }
     let mut serve = tokio::spawn(
         builder
+            // gRPC-web from browsers comes over HTTP/1.1 too.
+            .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .max_concurrent_streams(config.max_streams_per_connection)
             .timeout(config.request_timeout)
+            // The console's pages, and gRPC-web for the desk's services
+            // only, before tonic-web (which refuses other HTTP/1.1).
+            .layer(crate::console::ConsoleLayer::new(config.console))
+            .layer(tonic_web::GrpcWebLayer::new())
             .layer(crate::rpc::layer::RpcMetricsLayer)
             .layer(ForwardLayer::new(joined.clone()))
             .add_service(health_service)

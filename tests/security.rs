@@ -52,6 +52,7 @@ enum Rpc {
     RequestHelp,
     UpdateStatus,
     RateTicket,
+    ReportActivity,
     WatchTicket,
     RegisterExpert,
     GetExpert,
@@ -69,12 +70,14 @@ enum Rpc {
     SearchArticles,
     SuggestArticles,
     RecordDeflection,
+    WatchDesk,
+    WhoAmI,
     // Last: they bring an expert online, after which new tickets are routed.
     Subscribe,
     SetPresence,
 }
 
-const EVERY_RPC: [Rpc; 31] = [
+const EVERY_RPC: [Rpc; 34] = [
     Rpc::CreateTicket,
     Rpc::GetTicket,
     Rpc::ListTickets,
@@ -87,6 +90,7 @@ const EVERY_RPC: [Rpc; 31] = [
     Rpc::RequestHelp,
     Rpc::UpdateStatus,
     Rpc::RateTicket,
+    Rpc::ReportActivity,
     Rpc::WatchTicket,
     Rpc::RegisterExpert,
     Rpc::GetExpert,
@@ -104,6 +108,8 @@ const EVERY_RPC: [Rpc; 31] = [
     Rpc::SearchArticles,
     Rpc::SuggestArticles,
     Rpc::RecordDeflection,
+    Rpc::WatchDesk,
+    Rpc::WhoAmI,
     Rpc::Subscribe,
     Rpc::SetPresence,
 ];
@@ -112,12 +118,16 @@ const EVERY_RPC: [Rpc; 31] = [
 fn allowed(rpc: Rpc, who: Who) -> bool {
     use Rpc::*;
     use Who::*;
+    if rpc == WhoAmI {
+        return who != Anonymous;
+    }
     match who {
         Admin => true,
         Anonymous => false,
         Supervisor => matches!(
             rpc,
-            GetTicket
+            WatchDesk
+                | GetTicket
                 | ListTickets
                 | WatchTicket
                 | TransferTicket
@@ -133,7 +143,8 @@ fn allowed(rpc: Rpc, who: Who) -> bool {
         ),
         ExpertSelf => matches!(
             rpc,
-            GetTicket
+            ReportActivity
+                | GetTicket
                 | ListTickets
                 | WatchTicket
                 | PostMessage
@@ -468,6 +479,19 @@ impl Matrix {
                 })
                 .await
                 .map(drop),
+            Rpc::ReportActivity => tickets
+                .report_activity(pb::ReportActivityRequest {
+                    expert_id: actor.into(),
+                    ticket_id: id,
+                    activity: pb::Activity::Viewing as i32,
+                })
+                .await
+                .map(drop),
+            Rpc::WatchDesk => tickets
+                .watch_desk(pb::WatchDeskRequest { after_position: 0 })
+                .await
+                .map(drop),
+            Rpc::WhoAmI => admin.who_am_i(pb::WhoAmIRequest {}).await.map(drop),
             Rpc::RegisterExpert => experts
                 .register_expert(pb::RegisterExpertRequest {
                     expert: Some(pb::Expert {

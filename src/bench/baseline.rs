@@ -139,7 +139,7 @@ impl BenchBaseline for Baseline {
                 ticket: Some(ticket.clone()),
                 payload: None,
             }),
-            encoded_event: None,
+            ..Default::default()
         };
         // No receivers is fine: nothing is listening yet.
         let _ = self.events.send(event);

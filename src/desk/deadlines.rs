@@ -38,9 +38,11 @@ pub(super) fn follow_clocks(timers: &Timers<Deadline>, ticket: &Ticket) {
 }
 
 impl Desk {
-    /// Starts the background work, until `stop`: deadlines and stats.
+    /// Starts the background work, until `stop`: deadlines, lapsed
+    /// activity and stats.
     pub fn start_background(&self, stop: CancellationToken) {
         self.start_timers(stop.clone());
+        self.start_activity_sweep(stop.clone());
         self.inner.stats.start(&self.inner.hub, stop);
     }
 

@@ -81,6 +81,7 @@ impl Desk {
             (ExpertView { expert, online }, lsn)
         };
         self.durable(lsn).await?;
+        self.expert_changed(&profile.id);
         Ok(view)
     }
 
@@ -142,6 +143,7 @@ impl Desk {
             (ExpertView { expert, online }, lsn)
         };
         self.durable(lsn).await?;
+        self.expert_changed(id);
         Ok(view)
     }
 
@@ -226,6 +228,7 @@ impl Desk {
         };
         let lsn = lsn.max(presence_routed?.lsn);
         self.durable(lsn).await?;
+        self.expert_changed(id);
         Ok(ExpertStream {
             subscription,
             _online: presence,
@@ -266,8 +269,12 @@ impl Desk {
             state.remote.insert(node.to_owned(), experts);
         }
         let writes = self.writes() && !self.is_stale();
+        let mut changed = Vec::new();
         for (id, was) in was_online {
             let now = state.is_online(&id);
+            if now != was {
+                changed.push(id.clone());
+            }
             if now && !was {
                 state.offline_since.remove(&id);
                 self.inner.timers.cancel(&Deadline::OwnerAway(id.clone()));
@@ -279,6 +286,10 @@ impl Desk {
             } else if was && !now {
                 self.went_offline(&mut state, &id);
             }
+        }
+        drop(state);
+        for id in changed {
+            self.expert_changed(&id);
         }
     }
 
@@ -328,6 +339,8 @@ impl Drop for OnlineGuard {
                 if !state.is_online(&self.expert) {
                     self.desk.went_offline(&mut state, &self.expert);
                 }
+                drop(state);
+                self.desk.expert_changed(&self.expert);
             }
         }
     }

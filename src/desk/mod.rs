@@ -13,6 +13,7 @@
 mod deadlines;
 mod experts;
 mod knowledge;
+mod live;
 mod routing;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ mod tickets;
 
 use self::deadlines::{micros, Deadline};
 pub use self::experts::{ExpertProfile, ExpertStream, ExpertView};
+pub use self::live::{ActivityFeed, TicketActivityView};
 use self::routing::RoutingState;
 pub use self::tickets::{NewTicket, TicketPage, TicketQuery};
 
@@ -123,6 +125,8 @@ struct Inner {
     /// the state changed under it (this node became the writer, or its
     /// replica was rebuilt), and it is loaded again before any append.
     loaded_epoch: AtomicU64,
+    /// What is never stored: activity on tickets, expert changes.
+    live: live::Live,
 }
 
 /// What a desk is built from besides its storage and hub; the server hands
@@ -216,6 +220,7 @@ impl Desk {
                 stale: AtomicBool::new(false),
                 resync: tokio::sync::Mutex::new(()),
                 loaded_epoch,
+                live: live::Live::default(),
             }),
         })
     }
@@ -394,6 +399,7 @@ impl Desk {
     pub fn expert_applied(&self, expert: &Expert) {
         if !self.writes() {
             self.lock().put_expert(expert.clone());
+            self.expert_changed(&expert.id);
         }
     }
 

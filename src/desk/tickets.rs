@@ -539,4 +539,27 @@ impl Desk {
             stop,
         ))
     }
+
+    /// Every event of the desk after `after_position`, then live (a
+    /// supervisor's board).
+    pub fn watch_desk(
+        &self,
+        after_position: u64,
+        stop: CancellationToken,
+    ) -> Result<Subscription, DeskError> {
+        self.check_running()?;
+        let last = self.inner.storage.tickets.last_position();
+        if after_position > last {
+            return Err(DeskError::invalid(
+                "after_position",
+                format!("{after_position} is beyond the last position, {last}"),
+            ));
+        }
+        Ok(self.inner.hub.subscribe(
+            self.inner.storage.tickets.clone(),
+            Filter::Desk,
+            Start::AfterPosition(after_position),
+            stop,
+        ))
+    }
 }

@@ -156,10 +156,16 @@ pub enum Operation {
     SearchArticles,
     SuggestArticles,
     RecordDeflection,
+    /// WatchDesk: every event of the desk, live (admins and supervisors).
+    WatchDesk,
+    /// ReportActivity: viewing or typing on a ticket, as oneself.
+    ReportActivity,
+    /// WhoAmI: one's own token; every role.
+    WhoAmI,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 28] = {
+    pub const ALL: [Operation; 31] = {
         use Operation::*;
         [
             CreateTicket,
@@ -190,6 +196,9 @@ impl Operation {
             SearchArticles,
             SuggestArticles,
             RecordDeflection,
+            WatchDesk,
+            ReportActivity,
+            WhoAmI,
         ]
     };
 }
@@ -231,6 +240,8 @@ impl Principal {
                     | PublishArticle
                     | SearchArticles
                     | SuggestArticles
+                    | WatchDesk
+                    | WhoAmI
             ),
             Grant::Expert(_) => matches!(
                 op,
@@ -255,6 +266,8 @@ impl Principal {
                     | PublishArticle
                     | SearchArticles
                     | SuggestArticles
+                    | ReportActivity
+                    | WhoAmI
             ),
             Grant::Bot(_) => matches!(
                 op,
@@ -267,6 +280,7 @@ impl Principal {
                     | ReadArticle
                     | SuggestArticles
                     | RecordDeflection
+                    | WhoAmI
             ),
         };
         if allowed {

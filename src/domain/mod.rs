@@ -5,6 +5,7 @@
 #[macro_use]
 pub mod model;
 pub mod access;
+pub mod activity;
 pub mod error;
 pub mod event;
 pub mod knowledge;

@@ -195,6 +195,12 @@ numbered_enum! {
 }
 
 numbered_enum! {
+    /// What an expert reports doing on a ticket (collision detection);
+    /// `Idle`: they left it.
+    Activity { Viewing = 1 => "viewing", Typing = 2 => "typing", Idle = 3 => "idle" }
+}
+
+numbered_enum! {
     /// `P1` is critical and sorts first.
     Priority { P1 = 1 => "p1", P2 = 2 => "p2", P3 = 3 => "p3", P4 = 4 => "p4" }
 }

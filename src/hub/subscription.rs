@@ -75,7 +75,7 @@ impl Subscription {
     fn replay_page(&mut self) -> Result<bool, DeskError> {
         let pages = &crate::metrics::metrics().replay_pages;
         let in_memory = match &self.filter {
-            Filter::Expert(_) | Filter::All => {
+            Filter::Expert(_) | Filter::All | Filter::Desk => {
                 self.hub
                     .recent_between(self.cursor.position, self.upto, RECENT_PAGE)
             }
@@ -90,7 +90,7 @@ impl Subscription {
             None => {
                 pages.with_label_values(&["store"]).inc();
                 match &self.filter {
-                    Filter::Expert(_) | Filter::All => {
+                    Filter::Expert(_) | Filter::All | Filter::Desk => {
                         self.store
                             .events_between(self.cursor.position, self.upto, REPLAY_PAGE)
                     }

@@ -150,4 +150,28 @@ impl AdminService for AdminApi {
         let record = ready(&self.desk)?.tokens.revoke(&id).await?;
         Ok(Response::new(convert::token(&record)))
     }
+
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        let caller = authorize(&request, Operation::WhoAmI)?;
+        let principal = &caller.principal;
+        let record = ready(&self.desk)?
+            .tokens
+            .list()
+            .into_iter()
+            .find(|t| t.id == principal.token_id);
+        let token = match record {
+            Some(record) => convert::token(&record),
+            // --auth off: no stored token stands behind the caller.
+            None => pb::Token {
+                label: principal.label.clone(),
+                role: principal.grant.role().number(),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(token))
+    }
 }

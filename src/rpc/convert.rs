@@ -399,8 +399,32 @@ pub fn swarm_event(d: &Delivery) -> pb::SwarmEvent {
     pb::SwarmEvent {
         position: d.event.position,
         reason: d.reason.map_or(0, SwarmReason::number),
-        event: None,
         encoded_event: Some(encoded.clone()),
+        ..Default::default()
+    }
+}
+
+/// A desk-wide stream's message: every event, reason DESK.
+pub fn desk_event(d: &Delivery) -> pb::SwarmEvent {
+    pb::SwarmEvent {
+        reason: pb::SwarmEventReason::Desk as i32,
+        ..swarm_event(d)
+    }
+}
+
+pub fn ticket_activity(view: &crate::desk::TicketActivityView) -> pb::TicketActivity {
+    pb::TicketActivity {
+        ticket_id: view.ticket.to_string(),
+        experts: view
+            .experts
+            .iter()
+            .map(|(activity, name)| pb::ExpertActivity {
+                expert_id: activity.expert.to_string(),
+                display_name: name.clone(),
+                activity: activity.activity.number(),
+                since: timestamp(activity.since),
+            })
+            .collect(),
     }
 }
 

@@ -6,7 +6,7 @@ use tracing::instrument;
 use super::convert::{self, parse_enum};
 use super::gate::{authorize, open_stream, principal_label};
 use super::pb::{self, expert_service_server::ExpertService};
-use super::tickets::{into_stream, EventStream};
+use super::streams::{activity_frames, into_stream, EventStream};
 use super::DeskCell;
 use crate::desk::{Desk, ExpertProfile};
 use crate::domain::{DeskError, Operation, Presence};
@@ -98,10 +98,12 @@ impl ExpertService for ExpertApi {
         let stream = desk
             .subscribe(&id, channels, r.after_position, caller.stream_stop())
             .await?;
+        let activity = activity_frames(desk.activity_feed(&id));
         Ok(Response::new(into_stream(
             stream,
             permit,
             convert::swarm_event,
+            Some(activity),
         )))
     }
 

@@ -9,6 +9,7 @@ pub mod knowledge;
 pub mod layer;
 pub mod raw;
 pub mod stats;
+pub mod streams;
 pub mod tickets;
 pub mod wire;
 

@@ -1,57 +1,22 @@
 //! TicketService: convert, call the desk, convert back.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::convert::{self, parse_enum, parse_optional_enum};
 use super::gate::{authorize, open_stream, principal_label};
 use super::pb::{self, ticket_service_server::TicketService};
-use super::status_of_end;
 use super::DeskCell;
-use crate::auth::{Caller, StreamPermit};
+use crate::auth::Caller;
 use crate::desk::{Desk, NewTicket, TicketQuery};
 use crate::domain::{
-    ContactChannel, DeskError, Operation, Priority, Tag, TicketHeader, TicketId, TicketKind,
-    TicketStatus, Visibility,
+    Activity, ContactChannel, DeskError, Operation, Priority, Tag, TicketHeader, TicketId,
+    TicketKind, TicketStatus, Visibility,
 };
-use crate::hub::{Delivery, Subscription};
 
-pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Turns a subscription into a response stream that ends with a status when
-/// the server ends it (UNAUTHENTICATED when its token was revoked), and
-/// unsubscribes when the client goes away. The permit counts the stream
-/// against its caller's and the server's caps while it is open.
-pub fn into_stream<S, T>(
-    subscription: S,
-    permit: StreamPermit,
-    map: fn(&Delivery) -> T,
-) -> EventStream<T>
-where
-    S: AsMut<Subscription> + Send + 'static,
-    T: Send + 'static,
-{
-    Box::pin(futures_util::stream::unfold(
-        Some((subscription, permit)),
-        move |state| async move {
-            let (mut subscription, permit) = state?;
-            match subscription.as_mut().next().await {
-                Ok(delivery) => Some((Ok(map(&delivery)), Some((subscription, permit)))),
-                Err(_) if permit.caller().is_revoked() => Some((
-                    Err(Status::from(DeskError::Unauthenticated(
-                        "token revoked".into(),
-                    ))),
-                    None,
-                )),
-                Err(end) => Some((Err(status_of_end(end)), None)),
-            }
-        },
-    ))
-}
+pub use super::streams::{expert_frames, into_stream, EventStream};
 
 /// For a bot, the ticket's header once it is known to be one the bot
 /// created (refused alike when it does not exist); `None` for others, who
@@ -347,8 +312,46 @@ impl TicketService for TicketApi {
         bot_visible(desk, &caller, id)?;
         let permit = open_stream(&self.desk, &caller)?;
         let subscription = desk.watch_ticket(id, r.after_seq, caller.stream_stop())?;
-        Ok(Response::new(into_stream(subscription, permit, |d| {
-            convert::event(&d.event)
-        })))
+        Ok(Response::new(into_stream(
+            subscription,
+            permit,
+            |d| convert::event(&d.event),
+            None,
+        )))
+    }
+
+    type WatchDeskStream = EventStream<pb::SwarmEvent>;
+
+    #[instrument(skip_all, fields(principal = principal_label(&request)))]
+    async fn watch_desk(
+        &self,
+        request: Request<pb::WatchDeskRequest>,
+    ) -> Result<Response<Self::WatchDeskStream>, Status> {
+        let caller = authorize(&request, Operation::WatchDesk)?;
+        let r = request.into_inner();
+        let desk = self.desk()?;
+        let permit = open_stream(&self.desk, &caller)?;
+        let subscription = desk.watch_desk(r.after_position, caller.stream_stop())?;
+        Ok(Response::new(into_stream(
+            subscription,
+            permit,
+            convert::desk_event,
+            Some(expert_frames(desk)),
+        )))
+    }
+
+    #[instrument(skip_all, fields(principal = principal_label(&request), ticket_id = %request.get_ref().ticket_id))]
+    async fn report_activity(
+        &self,
+        request: Request<pb::ReportActivityRequest>,
+    ) -> Result<Response<pb::TicketActivity>, Status> {
+        let caller = authorize(&request, Operation::ReportActivity)?;
+        let r = request.into_inner();
+        let expert = convert::expert_id("expert_id", &r.expert_id)?;
+        caller.principal.act_as(&expert)?;
+        let ticket = convert::ticket_id("ticket_id", &r.ticket_id)?;
+        let activity = parse_enum("activity", r.activity, Activity::from_number, None)?;
+        let view = self.desk()?.report_activity(&expert, ticket, activity)?;
+        Ok(Response::new(convert::ticket_activity(&view)))
     }
 }

@@ -18,6 +18,8 @@ use super::pb;
 const POSITION: u32 = 1;
 const REASON: u32 = 2;
 const EVENT: u32 = 3;
+const ACTIVITY: u32 = 4;
+const EXPERT: u32 = 5;
 
 /// One event on an expert's stream (see the proto for the fields).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -29,6 +31,9 @@ pub struct SwarmEvent {
     /// `event` already encoded, shared between streams; sent in its place
     /// when set. Never set by decoding.
     pub encoded_event: Option<Bytes>,
+    /// Ephemeral frames (position 0, no event).
+    pub activity: Option<pb::TicketActivity>,
+    pub expert: Option<pb::Expert>,
 }
 
 impl SwarmEvent {
@@ -56,6 +61,12 @@ impl prost::Message for SwarmEvent {
             (None, Some(event)) => encoding::message::encode(EVENT, event, buf),
             (None, None) => {}
         }
+        if let Some(activity) = &self.activity {
+            encoding::message::encode(ACTIVITY, activity, buf);
+        }
+        if let Some(expert) = &self.expert {
+            encoding::message::encode(EXPERT, expert, buf);
+        }
     }
 
     fn merge_field(
@@ -74,6 +85,18 @@ impl prost::Message for SwarmEvent {
                 buf,
                 ctx,
             ),
+            ACTIVITY => encoding::message::merge(
+                wire_type,
+                self.activity.get_or_insert_with(Default::default),
+                buf,
+                ctx,
+            ),
+            EXPERT => encoding::message::merge(
+                wire_type,
+                self.expert.get_or_insert_with(Default::default),
+                buf,
+                ctx,
+            ),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -86,11 +109,18 @@ impl prost::Message for SwarmEvent {
         if self.reason != 0 {
             len += encoding::int32::encoded_len(REASON, &self.reason);
         }
-        len + match (&self.encoded_event, &self.event) {
+        len += match (&self.encoded_event, &self.event) {
             (Some(bytes), _) => encoding::bytes::encoded_len(EVENT, bytes),
             (None, Some(event)) => encoding::message::encoded_len(EVENT, event),
             (None, None) => 0,
+        };
+        if let Some(activity) = &self.activity {
+            len += encoding::message::encoded_len(ACTIVITY, activity);
         }
+        if let Some(expert) = &self.expert {
+            len += encoding::message::encoded_len(EXPERT, expert);
+        }
+        len
     }
 
     fn clear(&mut self) {
@@ -125,7 +155,7 @@ mod tests {
             position: 42,
             reason: pb::SwarmEventReason::Swarm as i32,
             event: Some(event()),
-            encoded_event: None,
+            ..Default::default()
         };
         let shared = SwarmEvent {
             event: None,
@@ -151,5 +181,32 @@ mod tests {
         // Field 9, a varint, from a newer server.
         wire.extend_from_slice(&[9 << 3, 5]);
         assert_eq!(SwarmEvent::decode(wire.as_slice()).unwrap().position, 1);
+    }
+
+    #[test]
+    fn ephemeral_frames_round_trip_without_an_event_or_a_position() {
+        let frame = SwarmEvent {
+            activity: Some(pb::TicketActivity {
+                ticket_id: "T-7".into(),
+                experts: vec![pb::ExpertActivity {
+                    expert_id: "ann".into(),
+                    display_name: "Ann".into(),
+                    activity: pb::Activity::Typing as i32,
+                    since: None,
+                }],
+            }),
+            expert: Some(pb::Expert {
+                id: "bob".into(),
+                online: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let wire = frame.encode_to_vec();
+        assert_eq!(wire.len(), frame.encoded_len());
+        let back = SwarmEvent::decode(wire.as_slice()).unwrap();
+        assert_eq!(back, frame);
+        assert_eq!(back.position, 0);
+        assert!(back.event.is_none());
     }
 }

@@ -65,7 +65,9 @@ fn the_role_table_matches_the_issue() {
             ReadArticle,
             PublishArticle,
             SearchArticles,
-            SuggestArticles
+            SuggestArticles,
+            WatchDesk,
+            WhoAmI
         ]
     );
     assert_eq!(
@@ -91,7 +93,9 @@ fn the_role_table_matches_the_issue() {
             ReadArticle,
             PublishArticle,
             SearchArticles,
-            SuggestArticles
+            SuggestArticles,
+            ReportActivity,
+            WhoAmI
         ]
     );
     assert_eq!(
@@ -105,7 +109,8 @@ fn the_role_table_matches_the_issue() {
             RateTicket,
             ReadArticle,
             SuggestArticles,
-            RecordDeflection
+            RecordDeflection,
+            WhoAmI
         ]
     );
 }
