@@ -2,7 +2,8 @@
 //! every node's URL (`--server a,b,c`): when the writer dies, its calls
 //! move on to the other nodes, retrying only what is safe to do twice, and
 //! nothing acknowledged is lost or applied twice. Nodes serving only
-//! mutual TLS forward writes to the writer over it. Skipped, saying why,
+//! mutual TLS forward writes to the writer over it; `bench --target a,b`
+//! fails over the same way. The cluster tests are skipped, saying why,
 //! where no nats-server can run (CI installs one).
 
 mod common;
@@ -274,4 +275,48 @@ async fn a_follower_that_cannot_reach_the_writer_is_not_serving() {
             .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("writer"), "{refused:?}");
+}
+
+/// `swarmdesk bench --target a,b` fails over as the CLI does: with a node
+/// that is down listed first, every call moves on to the live one, and
+/// what the bench created and counted is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_takes_several_targets_and_moves_on_from_a_dead_one() {
+    let server = common::spawn_server().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let targets = format!("{dead_url},{}", server.addr);
+    let (ok, out, err) = common::run_cli(
+        vec![
+            "bench".into(),
+            "--smoke".into(),
+            "--scenario".into(),
+            "create".into(),
+            "--scenario".into(),
+            "claim-storm".into(),
+            "--target".into(),
+            targets,
+        ],
+        Some(server.admin_token.clone()),
+    )
+    .await;
+    assert!(ok, "bench failed:\n{out}\n{err}");
+    let figures: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap()).expect("the bench's JSON line");
+    let created = figures["create_rps_c1"].as_f64();
+    assert!(created.is_some_and(|r| r > 0.0), "{figures}");
+    assert_eq!(figures["create_deliveries_lost"], 0, "{figures}");
+    assert_eq!(figures["double_owners"], 0, "{figures}");
+    assert!(
+        figures["claims_per_s"].as_f64().is_some_and(|r| r > 0.0),
+        "{figures}"
+    );
+    // What the bench made is on the live server.
+    let tickets = server.as_token(&server.admin_token).all_tickets().await;
+    let created = tickets
+        .iter()
+        .filter(|t| t.title.starts_with("bench ticket"))
+        .count();
+    assert!(created > 0, "{tickets:?}");
 }

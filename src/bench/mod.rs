@@ -68,7 +68,8 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "quick")]
     pub smoke: bool,
     /// Target a running server instead of starting one (create, slow-reader
-    /// and claim-storm only).
+    /// and claim-storm only): a URL, or a cluster's nodes separated by
+    /// commas, which the bench fails over between as the CLI does.
     #[arg(long)]
     pub target: Option<String>,
     /// Use this existing store for the recovery scenario instead of building one.

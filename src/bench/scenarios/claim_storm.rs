@@ -19,7 +19,7 @@ pub(in crate::bench) async fn claim_storm(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let server = target(existing).await?;
-    let raw = connections(server.addr, plan.connections).await?;
+    let raw = server.connections(plan.connections)?;
     let admin = authed(&raw[0], &server.token)?;
     let tag = format!("storm{}", std::process::id());
     let experts: Vec<String> = (0..plan.storm_experts)

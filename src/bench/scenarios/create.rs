@@ -20,7 +20,7 @@ pub(in crate::bench) async fn create(
     // On the same file system as the server's own temporary data dir.
     let baseline_dir = tempfile::tempdir()?;
     let baseline = ServerProcess::baseline(Some(baseline_dir.path())).await?;
-    let raw = connections(server.addr, plan.connections).await?;
+    let raw = server.connections(plan.connections)?;
     let sd = raw
         .iter()
         .map(|c| authed(c, &server.token))

@@ -31,7 +31,7 @@ use tonic_prost::ProstEncoder;
 
 use super::procs::{self, ServerProcess};
 use super::{BenchError, Report};
-use crate::client::{with_token, AuthedChannel};
+use crate::client::{self, with_token_over, AuthedChannel, ClientTls, Failover};
 use crate::rpc::pb;
 use crate::rpc::pb::admin_service_client::AdminServiceClient;
 use crate::rpc::pb::bench_baseline_client::BenchBaselineClient;
@@ -168,8 +168,26 @@ pub(super) async fn connections(
     Ok(channels)
 }
 
-pub(super) fn authed(channel: &Channel, token: &str) -> Result<AuthedChannel, BenchError> {
-    with_token(channel.clone(), Some(token)).map_err(|e| BenchError::Failed(e.to_string()))
+/// A connection the bench sends calls over: one server's channel, or a
+/// [`Failover`] over every node of a `--target` cluster.
+pub(super) trait Link {
+    fn failover(&self) -> Failover;
+}
+
+impl Link for Channel {
+    fn failover(&self) -> Failover {
+        Failover::single("server", self.clone())
+    }
+}
+
+impl Link for Failover {
+    fn failover(&self) -> Failover {
+        self.clone()
+    }
+}
+
+pub(super) fn authed(link: &impl Link, token: &str) -> Result<AuthedChannel, BenchError> {
+    with_token_over(link.failover(), Some(token)).map_err(|e| BenchError::Failed(e.to_string()))
 }
 
 /// `n` connections, each sending `token`. The baseline gets the same
@@ -186,35 +204,63 @@ pub(super) async fn authed_connections(
         .collect()
 }
 
-/// A swarmdesk server to measure: started on a temporary dir, or `--target`.
+/// A swarmdesk server to measure: started on a temporary dir, or
+/// `--target` (one URL, or the nodes of a cluster separated by commas).
 pub(super) struct Target {
-    pub(super) addr: std::net::SocketAddr,
+    /// Every URL calls may go to, in the order given.
+    urls: String,
     /// An admin token of the server.
     pub(super) token: String,
     pub(super) _process: Option<ServerProcess>,
     pub(super) _dir: Option<tempfile::TempDir>,
 }
 
+impl Target {
+    /// `n` connections (at least one), each over every URL: a call goes to
+    /// the node that answered last and moves on to the next as the CLI's
+    /// calls do (`client::Failover`).
+    pub(super) fn connections(&self, n: usize) -> Result<Vec<Failover>, BenchError> {
+        (0..n.max(1))
+            .map(|_| {
+                client::servers(&self.urls, &ClientTls::default())
+                    .map_err(|e| BenchError::Failed(format!("--target {}: {e}", self.urls)))
+            })
+            .collect()
+    }
+}
+
 pub(super) async fn target(existing: Option<&str>) -> Result<Target, BenchError> {
-    if let Some(url) = existing {
-        let addr = url
-            .trim_start_matches("http://")
-            .parse()
-            .map_err(|e| BenchError::Failed(format!("--target {url}: {e}")))?;
+    if let Some(urls) = existing {
         let token = std::env::var("SWARMDESK_TOKEN").map_err(|_| {
             BenchError::Failed("--target needs SWARMDESK_TOKEN set to an admin token".into())
         })?;
-        return Ok(Target {
-            addr,
+        let urls = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                if u.contains("://") {
+                    u.to_owned()
+                } else {
+                    format!("http://{u}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let target = Target {
+            urls,
             token,
             _process: None,
             _dir: None,
-        });
+        };
+        // Every URL must at least parse: a typo fails here, not mid-run.
+        target.connections(1)?;
+        return Ok(target);
     }
     let dir = tempfile::tempdir()?;
     let (process, _) = ServerProcess::swarmdesk(dir.path()).await?;
     Ok(Target {
-        addr: process.addr,
+        urls: format!("http://{}", process.addr),
         token: procs::admin_token(dir.path())?,
         _process: Some(process),
         _dir: Some(dir),
@@ -390,7 +436,7 @@ impl Online {
 /// E experts over S skills, each subscribed, their streams drained in the
 /// background.
 pub(super) async fn experts_online(
-    raw: &[Channel],
+    raw: &[impl Link],
     admin: &AuthedChannel,
     experts: usize,
     skills: usize,

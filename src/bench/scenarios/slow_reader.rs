@@ -4,7 +4,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bench::procs::{self};
 use crate::bench::{BenchError, Plan, Report};
 use crate::rpc::pb;
 use crate::rpc::pb::expert_service_client::ExpertServiceClient;
@@ -19,7 +18,7 @@ pub(in crate::bench) async fn slow_reader(
     report: &mut Report,
 ) -> Result<(), BenchError> {
     let server = target(existing).await?;
-    let raw = connections(server.addr, plan.connections).await?;
+    let raw = server.connections(plan.connections)?;
     let sd = raw
         .iter()
         .map(|c| authed(c, &server.token))
@@ -42,7 +41,7 @@ pub(in crate::bench) async fn slow_reader(
     let before = closed_loop(&sd, c, plan.measure, &sequence, create.clone()).await?;
     // Its own connection, so the stall is its own.
     let slow_token = expert_tokens(&sd[0], std::slice::from_ref(&slow_id)).await?;
-    let slow_channel = authed(&procs::channel(server.addr).await?, &slow_token[0])?;
+    let slow_channel = authed(&server.connections(1)?[0], &slow_token[0])?;
     let mut stalled = ExpertServiceClient::new(slow_channel)
         .subscribe(pb::SubscribeRequest {
             expert_id: slow_id,
