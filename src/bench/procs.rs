@@ -116,6 +116,16 @@ impl ServerProcess {
     }
 
     /// Ends the child with SIGKILL, as a crash would.
+    /// What became of the process, for an error: how it exited, or that
+    /// it still runs.
+    pub(crate) fn state(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(Some(status)) => format!("it exited ({status})"),
+            Ok(None) => "it is still running".into(),
+            Err(e) => format!("its state is unknown ({e})"),
+        }
+    }
+
     pub(crate) fn kill(mut self) -> Result<(), BenchError> {
         self.child.kill()?;
         self.child.wait()?;

@@ -19,10 +19,12 @@
 //!   applied sequence, for `ClusterStatus`.
 //! - Writes sent to a follower are forwarded to the writer named by the
 //!   lease (`forward.rs`).
+//! - Presence: each node reports the experts streaming from it, a delta on
+//!   each change and a snapshot every heartbeat (`presence.rs`).
 
 pub mod forward;
+mod presence;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -32,7 +34,6 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::desk::Desk;
-use crate::domain::ExpertId;
 use crate::store::jetstream::{nats_token, until_jetstream_answers, JetStreamLog, Role};
 use crate::store::StoreError;
 
@@ -93,13 +94,6 @@ pub struct NodeRecord {
 }
 
 const LEASE_KEY: &str = "writer";
-
-/// A node's presence report: the experts with streams open on it.
-#[derive(Debug, Serialize, Deserialize)]
-struct PresenceReport {
-    node: String,
-    experts: Vec<String>,
-}
 
 /// This node's part in the cluster: its log, and the lease and node
 /// records it keeps in NATS.
@@ -265,16 +259,13 @@ impl Cluster {
         Ok(records)
     }
 
-    fn presence_subject(&self) -> String {
-        format!("{}.presence", nats_token(&self.config.name))
-    }
-
-    /// Heartbeats until `stop`: the node record, this node's presence
-    /// report, and the lease (taken when free, renewed while held, given
-    /// up when it cannot be renewed). At `stop` a held lease is released
+    /// Heartbeats until `stop`: the node record and the lease (taken when
+    /// free, renewed while held, given up when it cannot be renewed), with
+    /// the presence reports beside them. At `stop` a held lease is released
     /// once what was appended is durable, so another node writes at once.
     pub async fn run(self: Arc<Self>, desk: Desk, stop: CancellationToken) {
         tokio::spawn(self.clone().follow_presence(desk.clone(), stop.clone()));
+        tokio::spawn(self.clone().report_presence(desk.clone(), stop.clone()));
         let mut lease: Option<u64> = None;
         let mut tick = tokio::time::interval(self.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -285,7 +276,6 @@ impl Cluster {
             }
             lease = self.lease_step(lease).await;
             self.write_record(lease.is_some()).await;
-            self.report_presence(&desk).await;
         }
         if let Some(revision) = lease {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -299,80 +289,6 @@ impl Cluster {
                 .await
             {
                 tracing::warn!(error = %e, "cannot release the writer's lease");
-            }
-        }
-    }
-
-    /// Publishes the experts with streams on this node (a snapshot: the
-    /// writer replaces what it knew of this node by it).
-    async fn report_presence(&self, desk: &Desk) {
-        let report = PresenceReport {
-            node: self.config.node_id.clone(),
-            experts: desk
-                .local_presence()
-                .into_iter()
-                .map(|e| e.as_str().to_owned())
-                .collect(),
-        };
-        if let Ok(payload) = serde_json::to_vec(&report) {
-            if let Err(e) = self
-                .log
-                .client()
-                .publish(self.presence_subject(), payload.into())
-                .await
-            {
-                tracing::debug!(error = %e, "cannot report presence");
-            }
-        }
-    }
-
-    /// Takes in the other nodes' presence reports; a node not heard from
-    /// for three heartbeats counts as gone, its streams closed.
-    async fn follow_presence(self: Arc<Self>, desk: Desk, stop: CancellationToken) {
-        use futures_util::StreamExt;
-        let mut subscription = match self.log.client().subscribe(self.presence_subject()).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot follow the cluster's presence reports");
-                return;
-            }
-        };
-        let mut heard: std::collections::HashMap<String, tokio::time::Instant> =
-            std::collections::HashMap::new();
-        let silence = self.config.heartbeat * 3;
-        let mut sweep = tokio::time::interval(self.config.heartbeat);
-        loop {
-            tokio::select! {
-                message = subscription.next() => {
-                    let Some(message) = message else { return };
-                    let Ok(report) = serde_json::from_slice::<PresenceReport>(&message.payload) else {
-                        continue;
-                    };
-                    if report.node == self.config.node_id {
-                        continue;
-                    }
-                    let experts: BTreeSet<ExpertId> = report
-                        .experts
-                        .iter()
-                        .filter_map(|e| ExpertId::parse("expert", e).ok())
-                        .collect();
-                    heard.insert(report.node.clone(), tokio::time::Instant::now());
-                    desk.set_remote_presence(&report.node, experts);
-                }
-                _ = sweep.tick() => {
-                    let now = tokio::time::Instant::now();
-                    let gone: Vec<String> = heard
-                        .iter()
-                        .filter(|(_, at)| now.duration_since(**at) > silence)
-                        .map(|(node, _)| node.clone())
-                        .collect();
-                    for node in gone {
-                        tracing::warn!(%node, "no presence report from a node; its streams count as closed");
-                        heard.remove(&node);
-                        desk.set_remote_presence(&node, BTreeSet::new());
-                    }
-                }
-                _ = stop.cancelled() => return,
             }
         }
     }

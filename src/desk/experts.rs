@@ -211,7 +211,11 @@ impl Desk {
                 Start::AfterPosition(after_position),
                 stop,
             );
-            *state.online.entry(id.clone()).or_insert(0) += 1;
+            let streams = state.online.entry(id.clone()).or_insert(0);
+            *streams += 1;
+            if *streams == 1 {
+                self.local_presence_changed();
+            }
             state.offline_since.remove(id);
             self.inner.timers.cancel(&Deadline::OwnerAway(id.clone()));
             let routed = if writes {
@@ -247,6 +251,16 @@ impl Desk {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// Changes whenever an expert's first stream on this node opens or
+    /// their last one closes (what a cluster node reports at once).
+    pub fn local_presence_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.live.local_presence.subscribe()
+    }
+
+    fn local_presence_changed(&self) {
+        self.inner.live.local_presence.send_modify(|n| *n += 1);
     }
 
     /// Cluster mode: the experts `node` reports streams of now (empty: the
@@ -336,6 +350,7 @@ impl Drop for OnlineGuard {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 state.online.remove(&self.expert);
+                self.desk.local_presence_changed();
                 if !state.is_online(&self.expert) {
                     self.desk.went_offline(&mut state, &self.expert);
                 }

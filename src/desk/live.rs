@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Desk, Inner};
@@ -36,6 +36,8 @@ pub(super) struct Live {
     listeners: Mutex<Listeners>,
     next_listener: AtomicU64,
     experts: broadcast::Sender<ExpertId>,
+    /// Counts the changes of who has a stream open on this node.
+    pub(super) local_presence: watch::Sender<u64>,
 }
 
 impl Default for Live {
@@ -45,6 +47,7 @@ impl Default for Live {
             listeners: Mutex::default(),
             next_listener: AtomicU64::new(1),
             experts: broadcast::channel(1024).0,
+            local_presence: watch::channel(0).0,
         }
     }
 }

@@ -5,6 +5,9 @@
 //! several times, and the time from each kill to the first acknowledged
 //! create through another node is the failover time. All of it once with
 //! JetStream's default fsync interval and once with `sync_interval: always`.
+//! First, before any NATS runs, one node of the embedded default is
+//! measured at the same concurrency: the most a cluster sharing this
+//! machine could hope for.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -111,9 +114,10 @@ async fn start_nodes(
             let deadline = Instant::now() + Duration::from_secs(60);
             while crate::client::token_from_data_dir(&dir.join("a")).is_none() {
                 if Instant::now() > deadline {
-                    return Err(BenchError::Failed(
-                        "the first node never wrote admin.token".into(),
-                    ));
+                    let state = nodes[0].state();
+                    return Err(BenchError::Failed(format!(
+                        "the first node never wrote admin.token in 60 s: {state} (its warnings, if any, are above)"
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -228,10 +232,38 @@ async fn stream_latency(
     Ok(())
 }
 
+/// Create on one node of the embedded default (sled, no NATS running), at
+/// the cluster's concurrency: what one process does with the machine to
+/// itself. The writer of a cluster does that node's work for each create
+/// (check, route, apply to its replica, stream) and publishes too, while two
+/// followers apply every entry again and three NATS servers replicate it,
+/// so on a machine the cluster shares this bounds what it can reach.
+async fn single_node(plan: &Plan, c: usize, report: &mut Report) -> Result<(), BenchError> {
+    progress("cluster: one node of the embedded default, for comparison");
+    let server = target(None).await?;
+    let channels = server
+        .connections(plan.connections)?
+        .iter()
+        .map(|link| authed(link, &server.token))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sequence = Arc::new(AtomicU64::new(0));
+    let load = closed_loop(
+        &channels,
+        c,
+        plan.measure,
+        &sequence,
+        call(Method::CreateTicket, plan.skills),
+    )
+    .await?;
+    record_load(report, "cluster_single_node", c, &load);
+    Ok(())
+}
+
 pub(in crate::bench) async fn cluster(plan: &Plan, report: &mut Report) -> Result<(), BenchError> {
     let binary = nats_process::binary();
     nats_process::binary_version(&binary).map_err(BenchError::Failed)?;
     let c = plan.cluster_concurrency;
+    single_node(plan, c, report).await?;
     for sync_always in [false, true] {
         let mode = if sync_always {
             "sync_always"
@@ -300,17 +332,24 @@ pub(in crate::bench) async fn cluster(plan: &Plan, report: &mut Report) -> Resul
             latency,
         };
         record_load(report, &format!("cluster_{mode}_floor"), c, &floor_load);
-        for series in ["writer", "follower"] {
+        // The single node ran without NATS, once; each mode's floor is
+        // set against it.
+        for (series, rps) in [
+            ("writer", format!("cluster_{mode}_writer_rps_c{c}")),
+            ("follower", format!("cluster_{mode}_follower_rps_c{c}")),
+            ("single_node", format!("cluster_single_node_rps_c{c}")),
+        ] {
             report.ratio(
                 &format!("cluster_{mode}_{series}_floor_ratio_c{c}"),
-                &format!("cluster_{mode}_{series}_rps_c{c}"),
+                &rps,
                 &format!("cluster_{mode}_floor_rps_c{c}"),
             );
         }
         report.row(format!(
-            "cluster ({mode}): create via writer {:.0}/s, via follower {:.0}/s, bare JetStream {:.0}/s ({entry_bytes} B), {batch:.1} creates per log message",
+            "cluster ({mode}): create via writer {:.0}/s, via follower {:.0}/s, one node alone {:.0}/s, bare JetStream {:.0}/s ({entry_bytes} B), {batch:.1} creates per log message",
             report.get_f64(&format!("cluster_{mode}_writer_rps_c{c}")).unwrap_or(0.0),
             report.get_f64(&format!("cluster_{mode}_follower_rps_c{c}")).unwrap_or(0.0),
+            report.get_f64(&format!("cluster_single_node_rps_c{c}")).unwrap_or(0.0),
             report.get_f64(&format!("cluster_{mode}_floor_rps_c{c}")).unwrap_or(0.0),
         ));
 
