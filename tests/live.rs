@@ -18,6 +18,17 @@ use common::*;
 const L1: i32 = pb::Rank::L1 as i32;
 const P3: i32 = pb::Priority::P3 as i32;
 
+/// A desk stream (as `clients`) from after `after_position`.
+async fn watch_desk(clients: &Clients, after_position: u64) -> Streaming<pb::SwarmEvent> {
+    clients
+        .tickets
+        .clone()
+        .watch_desk(pb::WatchDeskRequest { after_position })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The next event (not an ephemeral frame) of a desk stream.
 async fn next_event(stream: &mut Streaming<pb::SwarmEvent>) -> pb::SwarmEvent {
     next_where(stream, |e| e.event.is_some()).await
@@ -28,13 +39,7 @@ async fn a_supervisor_sees_every_event_of_the_desk_and_resumes_without_gap_or_du
     let server = spawn_server().await;
     server.register("ann", &[("network", L1)], 3).await;
     let supervisor = server.as_token(&server.token(pb::Role::Supervisor, "", "").await);
-    let mut desk = supervisor
-        .tickets
-        .clone()
-        .watch_desk(pb::WatchDeskRequest { after_position: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut desk = watch_desk(&supervisor, 0).await;
     // Tickets of unrelated skills: no expert's channel would get both.
     let vpn = server.create("vpn drops", &[("network", L1)], P3).await;
     let mail = server.create("mailbox full", &[("mail", L1)], P3).await;
@@ -74,15 +79,7 @@ async fn a_supervisor_sees_every_event_of_the_desk_and_resumes_without_gap_or_du
 
     // Resume after the second: the third and fourth again, then live.
     drop(desk);
-    let mut resumed = supervisor
-        .tickets
-        .clone()
-        .watch_desk(pb::WatchDeskRequest {
-            after_position: positions[1],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut resumed = watch_desk(&supervisor, positions[1]).await;
     assert_eq!(next_event(&mut resumed).await.position, positions[2]);
     assert_eq!(next_event(&mut resumed).await.position, positions[3]);
     let later = server.create("printer", &[("printers", L1)], P3).await;
@@ -112,13 +109,7 @@ async fn a_supervisor_sees_every_event_of_the_desk_and_resumes_without_gap_or_du
 async fn the_desk_stream_carries_experts_coming_online_and_changing_presence() {
     let server = spawn_server().await;
     server.register("ann", &[("network", L1)], 3).await;
-    let mut desk = server
-        .tickets
-        .clone()
-        .watch_desk(pb::WatchDeskRequest { after_position: 0 })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut desk = watch_desk(&server.as_token(&server.admin_token), 0).await;
     let stream = server.subscribe("ann").await;
     let online = next_where(&mut desk, |e| e.expert.as_ref().is_some_and(|x| x.online)).await;
     assert_eq!(online.position, 0, "an expert frame has no position");
