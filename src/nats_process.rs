@@ -85,6 +85,13 @@ impl NatsServer {
         Ok(())
     }
 
+    /// The last `lines` lines the server logged, for a failure's report.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let logged = std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default();
+        let all: Vec<&str> = logged.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Waits until the server accepts connections.
     pub fn wait_listening(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
@@ -122,6 +129,14 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
+    /// The last lines each server logged, for a failure's report.
+    pub fn logs(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| format!("--- nats-server {}\n{}\n", s.name, s.log_tail(15)))
+            .collect()
+    }
+
     /// Starts `size` servers with `binary` and waits until they listen.
     pub fn start(
         binary: &Path,

@@ -1,7 +1,11 @@
 //! Cluster mode, as operators run it: three NATS servers with JetStream
 //! and swarmdesk nodes as processes, which the tests kill, pause and start
 //! again. Each test asserts what every node serves afterwards, against the
-//! others: the same tickets, owners and positions. Skipped, saying why,
+//! others and against a fresh replay of the whole log read from NATS: the
+//! same tickets, owners and positions, and what must hold of any state
+//! (one owner each, contiguous positions, each deadline recorded once).
+//! At the end of the catch-up test every node's replica hashes as the
+//! replay does. Skipped, saying why,
 //! where no nats-server can run (CI installs one).
 
 mod common;
@@ -14,6 +18,10 @@ use common::{create_request, Clients, WAIT};
 use swarmdesk::rpc::pb;
 
 use common::register_request as expert;
+use swarmdesk::domain::TicketId;
+use swarmdesk::store::invariants;
+use swarmdesk::store::jetstream::audit::{self, Replayed};
+use swarmdesk::store::TicketStore;
 
 /// Creates a ticket through `clients`, which must succeed.
 async fn create_ok(clients: &mut Clients, request: pb::CreateTicketRequest) -> pb::Ticket {
@@ -92,8 +100,53 @@ async fn tickets_on(clients: &Clients) -> BTreeMap<String, (i32, String, u64)> {
     }
 }
 
-/// The same on every node in `nodes`, once each has applied the log.
+/// What a fresh replay of the whole log says: it applies in order to an
+/// empty state, which then holds what must hold of any state (one owner
+/// each, loads, contiguous positions, each deadline recorded once); its
+/// tickets as `tickets_on` shows them.
+async fn replayed(cluster: &TestCluster) -> (Replayed, BTreeMap<String, (i32, String, u64)>) {
+    let replayed = cluster.replay().await;
+    if let Err(e) = invariants::check(&*replayed.state) {
+        panic!("the log, replayed afresh: {e}\n{}", cluster.logs());
+    }
+    let tickets = replayed
+        .state
+        .tickets_from(TicketId(1), usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let t = swarmdesk::rpc::convert::ticket(t);
+            (t.id.clone(), (t.status, t.owner_id, t.version))
+        })
+        .collect();
+    (replayed, tickets)
+}
+
+/// The same on every node in `nodes`, once each has applied the log, and
+/// the same as a fresh replay of the whole log.
 async fn same_everywhere(
+    cluster: &TestCluster,
+    nodes: &[usize],
+) -> BTreeMap<String, (i32, String, u64)> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let served = served_alike(cluster, nodes).await;
+        let (_, from_log) = replayed(cluster).await;
+        if served == from_log {
+            return served;
+        }
+        // A write (a timer's, say) between the two reads: look again.
+        assert!(
+            Instant::now() < deadline,
+            "the nodes serve {served:?}, a replay of the log says {from_log:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The same on every node in `nodes`, once each has applied the log.
+async fn served_alike(
     cluster: &TestCluster,
     nodes: &[usize],
 ) -> BTreeMap<String, (i32, String, u64)> {
@@ -145,6 +198,18 @@ async fn a_ticket_created_on_one_node_is_owned_once_and_streamed_on_another() {
         .register_expert(expert("ann", &[("network", common::L3)], 5))
         .await
         .unwrap();
+    // Read-your-writes holds on the node called (b); c has ann once it
+    // applied her registration.
+    eventually("c applied ann's registration", || {
+        let mut experts = c.experts.clone();
+        async move {
+            experts
+                .get_expert(pb::GetExpertRequest { id: "ann".into() })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
     let mut stream = subscribe(&mut c, "ann", 0).await;
     eventually("the writer sees ann online", || online_on(&a, "ann")).await;
 
@@ -567,6 +632,31 @@ async fn a_new_node_with_an_empty_data_dir_catches_up_and_serves_the_same() {
         streams.push(seen);
     }
     assert_eq!(streams[0], streams[1]);
+
+    // Stopped cleanly, every node's replica holds all the test wrote and
+    // hashes as a fresh replay of the log up to what it applied (stopping
+    // may append: the writer notes the streams that closed).
+    let (before, _) = replayed(&cluster).await;
+    let mut replicas = Vec::new();
+    for node in &mut cluster.nodes {
+        node.stop();
+        let (applied, digest) = audit::replica_digest(&node.data_dir).unwrap();
+        let applied = applied.unwrap_or_else(|| panic!("node {} closed uncleanly", node.id));
+        assert!(
+            applied >= before.last_seq,
+            "node {} holds {applied}",
+            node.id
+        );
+        replicas.push((node.id.clone(), applied, digest));
+    }
+    for (id, applied, digest) in replicas {
+        let log = cluster.replay_upto(applied).await;
+        assert_eq!(
+            digest,
+            audit::digest(&*log.state).unwrap(),
+            "node {id}'s replica"
+        );
+    }
 }
 
 /// Every event of `ticket` a watching expert's stream (from the start)
@@ -668,6 +758,11 @@ async fn deadlines_during_a_failover_fire_once_and_owner_grace_follows_the_strea
         "bob reconnected in time"
     );
     assert_eq!(tickets_on(&survivor_clients).await[&t2.id].1, "bob");
+    // The log, replayed afresh, says the same: each breach once.
+    let survivor = (0..cluster.nodes.len())
+        .find(|&i| cluster.nodes[i].process.is_some())
+        .unwrap();
+    same_everywhere(&cluster, &[survivor]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! What must hold after every step of a simulation:
-//! - every owned ticket has one owner, an expert, and an active status;
-//! - each expert's load is the number of active tickets naming them;
-//! - positions are contiguous, and a fresh apply of the log reproduces
-//!   the live state (tickets, events, experts);
+//! - what holds of any state (`store::invariants`): one owner per owned
+//!   ticket, loads, contiguous positions, each deadline recorded once;
+//! - a fresh apply of the log reproduces the live state (tickets, events,
+//!   experts);
 //! - a request id is applied once: one ticket carries it;
 //! - each service-level deadline is recorded at most once;
 //! - every expert stream delivered exactly the events of the log its
@@ -11,14 +11,13 @@
 //! - after a crash, every acknowledged write is there, unchanged;
 //! - at the end, every deadline that came due was recorded.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 
 use super::{expert_id, World};
-use crate::domain::event::EventKind;
-use crate::domain::{ExpertId, TicketEvent, TicketId, TicketStatus};
+use crate::domain::{TicketEvent, TicketId};
 use crate::store::memory::{MemoryLog, MemoryState};
 use crate::store::{ExpertStore, State, TicketStore};
 
@@ -30,25 +29,12 @@ fn err(e: crate::store::StoreError) -> String {
 /// log; returns how many service-level breaches the log records.
 pub(super) fn check(world: &World) -> Result<usize, String> {
     let state = world.log.state();
+    let checked = crate::store::invariants::check(state.as_ref())?;
     let tickets = state.tickets_from(TicketId(1), 100_000).map_err(err)?;
     let experts = state.experts().map_err(err)?;
-    let mut load: BTreeMap<ExpertId, u32> = BTreeMap::new();
+    // A create's title names its request id.
     let mut titles = BTreeSet::new();
     for t in &tickets {
-        match (&t.state.owner, t.state.status.is_active()) {
-            (Some(owner), true) => {
-                if !experts.iter().any(|e| &e.id == owner) {
-                    return Err(format!("{} is owned by unknown {owner}", t.id()));
-                }
-                *load.entry(owner.clone()).or_default() += 1;
-            }
-            (Some(_), false) if t.state.status == TicketStatus::Open => {
-                return Err(format!("{} is open with an owner", t.id()));
-            }
-            (None, true) => return Err(format!("{} is {} with no owner", t.id(), t.state.status)),
-            _ => {}
-        }
-        // A create's title names its request id.
         if t.header.title != "sim" && !titles.insert(t.header.title.clone()) {
             return Err(format!(
                 "'{}' was applied twice ({})",
@@ -57,32 +43,9 @@ pub(super) fn check(world: &World) -> Result<usize, String> {
             ));
         }
     }
-    for e in &experts {
-        let counted = load.get(&e.id).copied().unwrap_or(0);
-        if e.owned_open != counted {
-            return Err(format!(
-                "{} has load {} but owns {counted} active tickets",
-                e.id, e.owned_open
-            ));
-        }
-    }
-    let last = state.last_position();
-    let events = state.events_between(0, last, 1_000_000).map_err(err)?;
-    if events.iter().map(|e| e.position).ne(1..=last) {
-        return Err(format!("positions are not 1..={last}"));
-    }
-    let mut breaches = BTreeSet::new();
-    for e in &events {
-        if let EventKind::SlaBreached { target, due } = &e.kind {
-            if !breaches.insert((e.ticket_id(), *target, *due)) {
-                return Err(format!(
-                    "{}'s {target} deadline {due} recorded twice (again at {})",
-                    e.ticket_id(),
-                    e.position
-                ));
-            }
-        }
-    }
+    let events = state
+        .events_between(0, checked.last_position, 1_000_000)
+        .map_err(err)?;
     // The node's state is the log up to what it applied (an append stored
     // without an answer is in the log, and applied at the next catch-up).
     let replica = MemoryState::default();
@@ -113,7 +76,7 @@ pub(super) fn check(world: &World) -> Result<usize, String> {
     if replica.tickets_from(TicketId(1), 100_000).map_err(err)? != tickets {
         return Err("a fresh apply of the log differs in its tickets".into());
     }
-    Ok(breaches.len())
+    Ok(checked.breaches)
 }
 
 /// After a restart: the node opened from the log holds every event the

@@ -31,6 +31,7 @@
 //! keeps its log elsewhere and applies it to a local sled state. Every
 //! backend passes the one contract suite (`contract.rs`).
 
+pub mod invariants;
 pub mod jetstream;
 pub mod memory;
 pub mod sled;

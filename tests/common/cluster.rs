@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use swarmdesk::nats_process::{self, NatsCluster, NatsOptions};
 use swarmdesk::rpc::pb;
+use swarmdesk::store::jetstream::audit::{self, Replayed};
 use tempfile::TempDir;
 
 use super::process::{free_port, Process};
@@ -56,6 +57,25 @@ impl Node {
         if let Some(mut process) = self.process.take() {
             let _ = process.child.kill();
             let _ = process.child.wait();
+        }
+    }
+
+    /// Stops the node as an operator would (SIGTERM), waiting until it
+    /// has exited: its replica is then closed cleanly.
+    pub fn stop(&mut self) {
+        if self.process.is_some() {
+            self.signal("TERM");
+        }
+        if let Some(mut process) = self.process.take() {
+            let deadline = Instant::now() + WAIT;
+            while process.child.try_wait().unwrap().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} did not stop on SIGTERM",
+                    self.id
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 
@@ -267,11 +287,14 @@ impl TestCluster {
         }
     }
 
+    /// What the nodes logged, and the end of each NATS server's log.
     pub fn logs(&self) -> String {
-        self.nodes
+        let nodes: String = self
+            .nodes
             .iter()
             .map(|n| format!("--- {}\n{}", n.id, n.logged()))
-            .collect()
+            .collect();
+        format!("{nodes}{}", self.nats.logs())
     }
 
     /// Clients of node `i`, as the admin.
@@ -321,7 +344,29 @@ impl TestCluster {
         }
     }
 
-    /// The index of the node whose log writes, as the nodes' records say.
+    /// The whole log read afresh from NATS and applied to an empty state.
+    pub async fn replay(&self) -> Replayed {
+        self.replay_to(None).await
+    }
+
+    /// The log up to sequence `upto`, read afresh and applied.
+    pub async fn replay_upto(&self, upto: u64) -> Replayed {
+        self.replay_to(Some(upto)).await
+    }
+
+    async fn replay_to(&self, upto: Option<u64>) -> Replayed {
+        let mut config = swarmdesk::store::jetstream::JetStreamConfig::new(
+            self.urls.clone(),
+            "audit",
+            self.dir.path().join("audit"),
+        );
+        config.name = self.name.clone();
+        audit::replay(&config, upto)
+            .await
+            .unwrap_or_else(|e| panic!("replaying the log: {e}\n{}", self.logs()))
+    }
+
+    /// The test's temporary dir (NATS stores, data dirs, logs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

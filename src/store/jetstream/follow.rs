@@ -74,7 +74,7 @@ async fn messages(
         .map_err(|e| bad("cannot follow the log", e))
 }
 
-fn decode(payload: &[u8], seq: u64) -> Result<Batch, StoreError> {
+pub(super) fn decode(payload: &[u8], seq: u64) -> Result<Batch, StoreError> {
     postcard::from_bytes(payload)
         .map_err(|e| StoreError::Corrupt(format!("log message {seq} cannot be read: {e}")))
 }

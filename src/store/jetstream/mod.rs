@@ -28,6 +28,7 @@
 //!   the others as they apply the stream; positions are the writer's, so
 //!   they are the same on every node.
 
+pub mod audit;
 mod follow;
 mod publish;
 mod replica;
@@ -254,12 +255,20 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    let mut warned = false;
     loop {
         match attempt().await {
             Ok(made) => return Ok(made),
             Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(what, error = %e, "waiting for JetStream");
+                // A few seconds is an election; longer is worth a warning.
+                if !warned && started.elapsed() > Duration::from_secs(10) {
+                    warned = true;
+                    tracing::warn!(what, error = %e, "JetStream has not answered for 10 s; still waiting");
+                } else {
+                    tracing::info!(what, error = %e, "waiting for JetStream");
+                }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => return Err(unavailable(&format!("cannot create or find {what}"), e)),

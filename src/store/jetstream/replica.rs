@@ -22,7 +22,7 @@ use crate::store::{
 };
 
 /// The blob a clean close leaves: the last stream sequence the replica holds.
-const APPLIED_BLOB: &str = "replica-applied";
+pub(super) const APPLIED_BLOB: &str = "replica-applied";
 const PREFIX: &str = "replica-";
 
 /// The current replica, swappable under its readers.
@@ -57,6 +57,15 @@ fn generations(data_dir: &Path) -> Result<Vec<u64>, StoreError> {
     }
     found.sort_unstable();
     Ok(found)
+}
+
+/// The current replica under `data_dir` as it is, if there is one (for
+/// audits of a stopped node: opening it changes nothing).
+pub(super) fn latest_replica(data_dir: &Path) -> Result<Option<SledState>, StoreError> {
+    match generations(data_dir)?.last() {
+        Some(&n) => Replica::open_state(data_dir, 64 * 1024 * 1024, n).map(Some),
+        None => Ok(None),
+    }
 }
 
 impl Replica {
