@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 
 use super::follow::decode;
-use super::replica::{latest_replica, APPLIED_BLOB};
+use super::replica::{latest_replica, recorded_applied};
 use super::{connect, until_jetstream_answers, JetStreamConfig};
 use crate::domain::TicketId;
 use crate::store::memory::MemoryState;
@@ -152,10 +152,5 @@ pub fn digest(state: &dyn State) -> Result<StateDigest, StoreError> {
 pub fn replica_digest(data_dir: &Path) -> Result<(Option<u64>, StateDigest), StoreError> {
     let state = latest_replica(data_dir)?
         .ok_or_else(|| StoreError::Backend(format!("no replica in {}", data_dir.display())))?;
-    let applied = state.blob_value(APPLIED_BLOB)?.and_then(|v| {
-        <[u8; 8]>::try_from(v.as_slice())
-            .ok()
-            .map(u64::from_be_bytes)
-    });
-    Ok((applied, digest(&state)?))
+    Ok((recorded_applied(&state)?, digest(&state)?))
 }

@@ -22,7 +22,7 @@ use crate::store::{
 };
 
 /// The blob a clean close leaves: the last stream sequence the replica holds.
-pub(super) const APPLIED_BLOB: &str = "replica-applied";
+const APPLIED_BLOB: &str = "replica-applied";
 const PREFIX: &str = "replica-";
 
 /// The current replica, swappable under its readers.
@@ -59,6 +59,15 @@ fn generations(data_dir: &Path) -> Result<Vec<u64>, StoreError> {
     Ok(found)
 }
 
+/// The stream sequence a replica's last clean close recorded, if any.
+pub(super) fn recorded_applied(state: &SledState) -> Result<Option<u64>, StoreError> {
+    Ok(state.blob_value(APPLIED_BLOB)?.and_then(|v| {
+        <[u8; 8]>::try_from(v.as_slice())
+            .ok()
+            .map(u64::from_be_bytes)
+    }))
+}
+
 /// The current replica under `data_dir` as it is, if there is one (for
 /// audits of a stopped node: opening it changes nothing).
 pub(super) fn latest_replica(data_dir: &Path) -> Result<Option<SledState>, StoreError> {
@@ -78,12 +87,7 @@ impl Replica {
         let mut opened = None;
         if let Some(n) = latest {
             let state = Self::open_state(data_dir, cache_capacity, n)?;
-            let applied = state.blob_value(APPLIED_BLOB)?.and_then(|v| {
-                <[u8; 8]>::try_from(v.as_slice())
-                    .ok()
-                    .map(u64::from_be_bytes)
-            });
-            match applied {
+            match recorded_applied(&state)? {
                 Some(seq) => {
                     // From here on it is trusted only if closed cleanly again.
                     state.remove_blob(APPLIED_BLOB)?;
