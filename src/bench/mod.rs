@@ -18,8 +18,10 @@
 //! - `claim-storm`: unowned tickets claimed by many experts at once.
 //! - `cluster` (run only when named): its own 3 NATS servers and 3 nodes;
 //!   create through the writer and through a follower beside the bare
-//!   JetStream publish floor, creates per log message, failover time over
-//!   several kills of the writer, and the cost of `sync_interval: always`.
+//!   JetStream publish floor and one node alone (the ceiling on a shared
+//!   machine), creates per log message, create → last subscriber on a
+//!   follower vs the writer, failover time over several kills of the
+//!   writer, and the cost of `sync_interval: always`.
 //!
 //! Progress goes to stderr, a table and one final JSON line to stdout.
 
