@@ -524,14 +524,19 @@ pub async fn run(
         set_health(&health, ServingStatus::Serving).await;
         tracing::info!(?addr, data_dir = %config.data_dir.display(), tls = config.tls.is_some(), auth = ?config.auth, cluster = cluster.as_ref().map(|c| c.node_id()), "serving");
         if let Some(cluster) = &cluster {
-            tokio::spawn(cluster.clone().run(desk_handle.clone(), stop.clone()));
+            // Subscribed before the heartbeats start: a first promotion
+            // that came before the task's first poll would otherwise be
+            // missed (no first admin token, no reload).
+            let promotions = cluster.promotions();
             tokio::spawn(on_promotion(
                 cluster.clone(),
+                promotions,
                 desk_handle.clone(),
                 tokens.clone(),
                 (config.auth == AuthMode::On).then(|| config.data_dir.clone()),
                 stop.clone(),
             ));
+            tokio::spawn(cluster.clone().run(desk_handle.clone(), stop.clone()));
             tokio::spawn(watch_cluster(cluster.clone(), health.clone(), stop.clone()));
         }
         tokio::spawn(save_token_use(tokens, stop.clone()));
@@ -574,12 +579,12 @@ pub async fn run(
 /// to `admin_token_dir` (only the first writer of a new cluster does).
 async fn on_promotion(
     cluster: Arc<Cluster>,
+    mut promotions: tokio::sync::watch::Receiver<u64>,
     desk: Desk,
     tokens: Arc<TokenRegistry>,
     admin_token_dir: Option<PathBuf>,
     stop: CancellationToken,
 ) {
-    let mut promotions = cluster.promotions();
     loop {
         tokio::select! {
             changed = promotions.changed() => if changed.is_err() { return },
