@@ -115,7 +115,6 @@ impl ServerProcess {
         rss_of(self.child.id())
     }
 
-    /// Ends the child with SIGKILL, as a crash would.
     /// What became of the process, for an error: how it exited, or that
     /// it still runs.
     pub(crate) fn state(&mut self) -> String {
@@ -126,6 +125,7 @@ impl ServerProcess {
         }
     }
 
+    /// Ends the child with SIGKILL, as a crash would.
     pub(crate) fn kill(mut self) -> Result<(), BenchError> {
         self.child.kill()?;
         self.child.wait()?;

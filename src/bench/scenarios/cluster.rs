@@ -241,11 +241,7 @@ async fn stream_latency(
 async fn single_node(plan: &Plan, c: usize, report: &mut Report) -> Result<(), BenchError> {
     progress("cluster: one node of the embedded default, for comparison");
     let server = target(None).await?;
-    let channels = server
-        .connections(plan.connections)?
-        .iter()
-        .map(|link| authed(link, &server.token))
-        .collect::<Result<Vec<_>, _>>()?;
+    let channels = authed_each(&server.connections(plan.connections)?, &server.token)?;
     let sequence = Arc::new(AtomicU64::new(0));
     let load = closed_loop(
         &channels,

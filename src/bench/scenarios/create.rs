@@ -21,10 +21,7 @@ pub(in crate::bench) async fn create(
     let baseline_dir = tempfile::tempdir()?;
     let baseline = ServerProcess::baseline(Some(baseline_dir.path())).await?;
     let raw = server.connections(plan.connections)?;
-    let sd = raw
-        .iter()
-        .map(|c| authed(c, &server.token))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sd = authed_each(&raw, &server.token)?;
     let bare = authed_connections(baseline.addr, plan.connections, &server.token).await?;
     let online = experts_online(&raw, &sd[0], plan.experts, plan.skills).await?;
     progress(format!(

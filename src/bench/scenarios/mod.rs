@@ -190,6 +190,14 @@ pub(super) fn authed(link: &impl Link, token: &str) -> Result<AuthedChannel, Ben
     with_token_over(link.failover(), Some(token)).map_err(|e| BenchError::Failed(e.to_string()))
 }
 
+/// Each of `links`, sending `token`.
+pub(super) fn authed_each(
+    links: &[impl Link],
+    token: &str,
+) -> Result<Vec<AuthedChannel>, BenchError> {
+    links.iter().map(|link| authed(link, token)).collect()
+}
+
 /// `n` connections, each sending `token`. The baseline gets the same
 /// header, unread, so both carry the same bytes.
 pub(super) async fn authed_connections(
@@ -197,11 +205,7 @@ pub(super) async fn authed_connections(
     n: usize,
     token: &str,
 ) -> Result<Vec<AuthedChannel>, BenchError> {
-    connections(addr, n)
-        .await?
-        .iter()
-        .map(|c| authed(c, token))
-        .collect()
+    authed_each(&connections(addr, n).await?, token)
 }
 
 /// A swarmdesk server to measure: started on a temporary dir, or

@@ -19,10 +19,7 @@ pub(in crate::bench) async fn slow_reader(
 ) -> Result<(), BenchError> {
     let server = target(existing).await?;
     let raw = server.connections(plan.connections)?;
-    let sd = raw
-        .iter()
-        .map(|c| authed(c, &server.token))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sd = authed_each(&raw, &server.token)?;
     let _online = experts_online(&raw, &sd[0], plan.experts, plan.skills).await?;
     let c = 64;
     let sequence = Arc::new(AtomicU64::new(0));

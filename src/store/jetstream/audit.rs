@@ -8,11 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 
-use super::follow::decode;
+use super::follow::{decode, messages};
 use super::replica::{latest_replica, recorded_applied};
 use super::{connect, until_jetstream_answers, JetStreamConfig};
 use crate::domain::TicketId;
@@ -46,17 +45,8 @@ pub async fn replay(config: &JetStreamConfig, upto: Option<u64>) -> Result<Repla
     if last_seq == 0 {
         return Ok(Replayed { last_seq, state });
     }
-    let mut messages = until_jetstream_answers("a consumer of the log", || async {
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 1 },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        consumer.messages().await.map_err(|e| e.to_string())
-    })
-    .await?;
+    let mut messages =
+        until_jetstream_answers("a consumer of the log", || messages(&stream, 1)).await?;
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         StoreError::Unavailable(format!("replaying the log: {what}: {e}"))
     };

@@ -49,12 +49,13 @@ fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 /// The stream's messages from `start` on, in order.
-async fn messages(
-    shared: &Shared,
+/// The log's messages from sequence `start` on, in order (an ordered
+/// consumer, made again by the client when its server goes).
+pub(super) async fn messages(
+    stream: &async_nats::jetstream::stream::Stream,
     start: u64,
 ) -> Result<async_nats::jetstream::consumer::pull::Ordered, StoreError> {
-    let consumer = shared
-        .stream
+    let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
@@ -81,7 +82,7 @@ pub(super) fn decode(payload: &[u8], seq: u64) -> Result<Batch, StoreError> {
 
 /// Applies the stream from `start` until told to stop or to rebuild.
 async fn follow(shared: &Shared, start: u64) -> Result<(), StoreError> {
-    let mut messages = messages(shared, start).await?;
+    let mut messages = messages(&shared.stream, start).await?;
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
@@ -264,7 +265,7 @@ async fn rebuild(shared: &Shared) -> Result<(), StoreError> {
     let published = lock(&shared.core).published_position;
     let mut applied = 0;
     if target > 0 {
-        let mut messages = messages(shared, 1).await?;
+        let mut messages = messages(&shared.stream, 1).await?;
         while applied < target {
             let message = tokio::select! {
                 next = messages.next() => next,
